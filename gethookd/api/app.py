@@ -1,0 +1,118 @@
+"""The falcon app factory: routes, middleware and the one place errors become HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import logging
+import uuid
+
+import falcon
+import falcon.media
+
+from gethookd.api import resources as r
+from gethookd.errors import DomainError
+from gethookd.service import Gateway
+
+log = logging.getLogger("gethookd.api")
+
+
+def _default(value: object) -> object:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+class Auth:
+    """Resolves the Bearer key to an account on every request (revocation is immediate)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+
+    def process_resource(self, req: falcon.Request, resp, resource, params) -> None:
+        if resource is None or not getattr(resource, "auth", True) or req.method == "OPTIONS":
+            return
+        header = req.get_header("Authorization") or ""
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise falcon.HTTPUnauthorized(
+                description="missing API key: send Authorization: Bearer <api key>"
+            )
+        req.context.account_id = self.gw.authenticate(key.strip())
+
+
+class Cors:
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.method == "OPTIONS" and req.get_header("Access-Control-Request-Method"):
+            resp.set_header("Access-Control-Allow-Origin", self.origin)
+            resp.set_header("Access-Control-Allow-Methods", "GET, POST, PATCH, DELETE, OPTIONS")
+            resp.set_header(
+                "Access-Control-Allow-Headers",
+                req.get_header("Access-Control-Request-Headers") or "Authorization, Content-Type",
+            )
+            resp.set_header("Access-Control-Max-Age", "600")
+            resp.status = falcon.HTTP_204
+            resp.complete = True
+
+    def process_response(self, req, resp: falcon.Response, resource, req_succeeded) -> None:
+        resp.set_header("Access-Control-Allow-Origin", self.origin)
+        if self.origin != "*":
+            resp.append_header("Vary", "Origin")
+
+
+def _domain_error(req, resp: falcon.Response, exc: DomainError, params) -> None:
+    resp.status = falcon.code_to_http_status(exc.status)
+    resp.media = {"error": exc.message}
+
+
+def _http_error(req, resp: falcon.Response, exc: falcon.HTTPError, params) -> None:
+    resp.status = exc.status
+    resp.media = {"error": exc.description or exc.title}
+    for name, value in (exc.headers or {}).items():
+        resp.set_header(name, value)
+
+
+def _unexpected(req, resp: falcon.Response, exc: Exception, params) -> None:
+    log.exception("unhandled error on %s %s", req.method, req.path)
+    resp.status = falcon.HTTP_500
+    resp.media = {"error": "internal error; the gateway log has the details"}
+
+
+def create_app(gateway: Gateway) -> falcon.App:
+    app = falcon.App(middleware=[Cors(gateway.config.CORS_ORIGIN), Auth(gateway)])
+    handler = falcon.media.JSONHandler(dumps=functools.partial(json.dumps, default=_default))
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = handler
+    app.req_options.strip_url_path_trailing_slash = True
+
+    routes = {
+        "/healthz": r.Health,
+        "/readyz": r.Ready,
+        "/v1/auth/register": r.Register,
+        "/v1/auth/login": r.Login,
+        "/v1/api-keys": r.ApiKeys,
+        "/v1/api-keys/{key_id}": r.ApiKey,
+        "/v1/sources": r.Sources,
+        "/v1/sources/{source_id}": r.Source,
+        "/v1/destinations": r.Destinations,
+        "/v1/destinations/{dest_id}": r.Destination,
+        "/v1/routes": r.Routes,
+        "/ingest/{token}": r.Ingest,
+        "/v1/events": r.Events,
+        "/v1/events/{event_id}": r.Event,
+    }
+    for path, resource in routes.items():
+        app.add_route(path, resource(gateway))
+
+    # Most specific last: falcon picks the handler of the nearest class.
+    app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(falcon.HTTPError, _http_error)
+    app.add_error_handler(DomainError, _domain_error)
+    return app

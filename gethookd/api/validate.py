@@ -1,0 +1,152 @@
+"""Request parsing: every field checked, every failure a 400 naming the field."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+import falcon
+
+from gethookd.errors import Invalid, TooLarge
+
+MAX_JSON_BYTES = 256 * 1024
+_MISSING = object()
+
+
+def json_body(req: falcon.Request, *, optional: bool = False) -> dict:
+    """The request's JSON object; an empty body is {} only where optional."""
+    length = req.content_length
+    if length is not None and length > MAX_JSON_BYTES:
+        raise TooLarge(f"request body exceeds {MAX_JSON_BYTES} bytes")
+    raw = req.bounded_stream.read(MAX_JSON_BYTES + 1)
+    if len(raw) > MAX_JSON_BYTES:
+        raise TooLarge(f"request body exceeds {MAX_JSON_BYTES} bytes")
+    if not raw.strip():
+        if optional:
+            return {}
+        raise Invalid("request body must be a JSON object")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Invalid(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise Invalid("request body must be a JSON object")
+    return body
+
+
+def string(
+    body: dict, name: str, *, required: bool = False, max_len: int = 200, allow_empty: bool = False
+) -> str | None:
+    value = body.get(name, _MISSING)
+    if value is _MISSING or value is None:
+        if required:
+            raise Invalid(f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise Invalid(f"{name} must be a string")
+    value = value.strip()
+    if not value and not allow_empty:
+        if required:
+            raise Invalid(f"{name} must not be empty")
+        return None
+    if len(value) > max_len:
+        raise Invalid(f"{name} must be at most {max_len} characters")
+    return value
+
+
+def integer(body: dict, name: str, *, low: int, high: int) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Invalid(f"{name} must be a whole number")
+    if not low <= value <= high:
+        raise Invalid(f"{name} must be between {low} and {high}")
+    return value
+
+
+def boolean(body: dict, name: str) -> bool | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise Invalid(f"{name} must be true or false")
+    return value
+
+
+def choice(body: dict, name: str, choices: tuple[str, ...]) -> str | None:
+    value = string(body, name)
+    if value is not None and value not in choices:
+        raise Invalid(f"{name} must be one of: {', '.join(choices)}")
+    return value
+
+
+def obj(body: dict, name: str, *, values: type = str) -> dict | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise Invalid(f"{name} must be a JSON object")
+    for key, item in value.items():
+        if not isinstance(item, values):
+            raise Invalid(f"{name}.{key} must be a {values.__name__}")
+    return value
+
+
+def http_url(body: dict, name: str, *, required: bool = False) -> str | None:
+    value = string(body, name, required=required, max_len=2048)
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Invalid(f"{name} must be an http:// or https:// URL")
+    return value
+
+
+def uuid_value(raw: Any, name: str) -> uuid.UUID:
+    if not isinstance(raw, str):
+        raise Invalid(f"{name} must be a UUID string")
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise Invalid(f"{name} is not a valid UUID: {raw[:80]!r}") from None
+
+
+def optional_uuid(body: dict, name: str, *, required: bool = False) -> uuid.UUID | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise Invalid(f"{name} is required")
+        return None
+    return uuid_value(value, name)
+
+
+def query_int(req: falcon.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = req.get_param(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Invalid(f"query parameter {name} must be a whole number") from None
+    if not low <= value <= high:
+        raise Invalid(f"query parameter {name} must be between {low} and {high}")
+    return value
+
+
+def query_choice(req: falcon.Request, name: str, choices: tuple[str, ...]) -> str | None:
+    raw = req.get_param(name)
+    if raw is None or raw == "":
+        return None
+    if raw not in choices:
+        raise Invalid(f"query parameter {name} must be one of: {', '.join(choices)}")
+    return raw
+
+
+def query_uuid(req: falcon.Request, name: str) -> uuid.UUID | None:
+    raw = req.get_param(name)
+    if raw is None or raw == "":
+        return None
+    return uuid_value(raw, f"query parameter {name}")

@@ -1,0 +1,61 @@
+"""The API role: a gunicorn arbiter serving the falcon app on the master's listening socket.
+
+Runs in a child forked by the supervisor; gunicorn forks API_WORKERS workers from it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from gethookd.config import Config
+
+
+class ApiServer(BaseApplication):
+    def __init__(self, config: Config, listen_fd: int, on_ready: Any = None) -> None:
+        self.config = config
+        self.listen_fd = listen_fd
+        self.on_ready = on_ready
+        super().__init__()
+
+    def load_config(self) -> None:
+        c = self.config
+        settings = {
+            "bind": [f"fd://{self.listen_fd}"],
+            "workers": c.API_WORKERS,
+            "worker_class": "gthread",
+            "threads": c.API_THREADS,
+            "graceful_timeout": math.ceil(c.DRAIN_TIMEOUT),
+            "timeout": 60,
+            "keepalive": 5,
+            "proc_name": "gethookd-api",
+            "loglevel": c.LOG_LEVEL,
+            "errorlog": "-",
+            "accesslog": None,
+            "limit_request_line": 8190,
+            "when_ready": lambda _arbiter: self.on_ready and self.on_ready(),
+        }
+        if "control_socket_disable" in self.cfg.settings:
+            # gunicorn >= 25: two API generations overlap during a reload; no shared socket file.
+            settings["control_socket_disable"] = True
+        for key, value in settings.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        """Called in each gunicorn worker: every worker has its own connection pool."""
+        from gethookd.api.app import create_app
+        from gethookd.db import Database
+        from gethookd.service import Gateway
+
+        database = Database(self.config.DATABASE_URL, maxconn=self.config.API_THREADS + 1)
+        return create_app(Gateway(self.config, database))
+
+
+def main(config: Config, listen_fd: int, on_ready: Any = None) -> int:
+    try:
+        ApiServer(config, listen_fd, on_ready).run()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0

@@ -1,0 +1,118 @@
+"""The `gethookd` command line. Nothing else imports this module."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from gethookd import __version__
+from gethookd import config as config_mod
+from gethookd import logs
+
+EXIT_CODES = """\b
+Exit codes:
+  0  stopped cleanly (or the command succeeded)
+  1  unexpected error
+  2  invalid configuration or usage
+  3  the database could not be reached or prepared, or a process could not boot
+"""
+
+config_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    envvar="GETHOOKD_CONFIG",
+    help="KEY=VALUE settings file (the environment overrides it). Env: GETHOOKD_CONFIG.",
+)
+
+
+def _load(config_file: str | None) -> config_mod.Config:
+    try:
+        config = config_mod.load(config_file)
+    except config_mod.ConfigError as exc:
+        click.echo(f"gethookd: configuration error: {exc}", err=True)
+        sys.exit(2)
+    logs.setup(config.LOG_LEVEL, config.LOG_FORMAT)
+    return config
+
+
+@click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gethookd")
+def main() -> None:
+    """gethookd: a self-hosted webhook reliability gateway (GetHook API compatible).
+
+    Settings come from the environment and an optional config file; see
+    `gethookd check-config` and conf/gethookd.conf.example.
+    """
+
+
+@main.command(epilog=EXIT_CODES)
+@click.option(
+    "--role",
+    type=click.Choice(["all", "api", "worker"]),
+    default="all",
+    show_default=True,
+    help="all: API and delivery in one instance; api or worker: one half, to scale apart.",
+)
+@config_option
+def run(role: str, config_file: str | None) -> None:
+    """Run the gateway in the foreground under a supervising master process.
+
+    \b
+    Signals to the master:
+      SIGTERM         stop accepting work, let in-flight requests and deliveries
+                      finish (up to DRAIN_TIMEOUT), exit 0
+      SIGINT/SIGQUIT  stop fast; unfinished deliveries are retried after their lease
+      SIGHUP          re-read the configuration and replace the processes gracefully
+    """
+    config = _load(config_file)
+    from gethookd import daemon
+
+    sys.exit(daemon.run(config, role))
+
+
+@main.command(epilog=EXIT_CODES)
+@config_option
+def migrate(config_file: str | None) -> None:
+    """Apply pending database migrations and exit (the pre-deploy step)."""
+    config = _load(config_file)
+    from gethookd import daemon
+
+    embedded = daemon.Embedded()
+    try:
+        config = embedded.prepare(config)
+        code = daemon.migrate_now(config)
+    finally:
+        embedded.stop()
+    if code == 0:
+        click.echo("migrations are up to date")
+    sys.exit(code)
+
+
+@main.command()
+def keygen() -> None:
+    """Print a new random ENCRYPTION_KEY (64 hex characters, AES-256)."""
+    from gethookd.crypto import new_encryption_key
+
+    click.echo(new_encryption_key())
+
+
+@main.command("check-config", epilog=EXIT_CODES)
+@config_option
+def check_config(config_file: str | None) -> None:
+    """Validate the configuration and print every setting (secrets masked)."""
+    config = _load(config_file)
+    width = max(len(name) for name in config.values)
+    for name, value in config.masked().items():
+        click.echo(f"{name:<{width}}  {value}  ({config.source[name]})")
+    if config.embedded:
+        click.echo(
+            "\nDATABASE_URL is unset: gethookd runs an embedded PostgreSQL in "
+            f"{config.GETHOOKD_DATA_DIR} (a development setup)."
+        )
+    click.echo("configuration OK")
+
+
+if __name__ == "__main__":
+    main()

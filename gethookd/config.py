@@ -1,0 +1,297 @@
+"""The settings table and the one loader that reads it.
+
+Each setting is declared once; the config file, the environment, `check-config`
+and the example file in conf/ are all driven by this table.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+
+class ConfigError(Exception):
+    """A setting has a value gethookd cannot use; the message names it."""
+
+
+def _str(raw: str) -> str:
+    return raw
+
+
+def _port(raw: str) -> int:
+    value = _int(raw)
+    if not 1 <= value <= 65535:
+        raise ValueError("expected a TCP port between 1 and 65535")
+    return value
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def _positive_int(raw: str) -> int:
+    value = _int(raw)
+    if value < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return value
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+def _duration(raw: str) -> float:
+    """Seconds, written `5`, `5s`, `250ms` or `2m`."""
+    match = _DURATION.match(raw)
+    if not match:
+        raise ValueError("expected a duration such as 5, 5s, 250ms, 2m or 1h")
+    number, unit = float(match.group(1)), match.group(2) or "s"
+    seconds = number * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+    if seconds <= 0:
+        raise ValueError("expected a duration greater than zero")
+    return seconds
+
+
+def _url(raw: str) -> str:
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an http:// or https:// URL")
+    return raw.strip().rstrip("/")
+
+
+def _database_url(raw: str) -> str:
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError("expected a postgresql:// URL")
+    return raw.strip()
+
+
+def _hex_key(raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise ValueError(
+            "expected exactly 64 hexadecimal characters (32 bytes for AES-256); "
+            "generate one with `gethookd keygen`"
+        )
+    return value.lower()
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError("expected one of " + ", ".join(choices))
+        return value
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    parse: Callable[[str], Any]
+    default: str | None
+    help: str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "DATABASE_URL",
+        _database_url,
+        None,
+        "PostgreSQL URL. Unset: a private embedded PostgreSQL in GETHOOKD_DATA_DIR.",
+        secret=True,
+    ),
+    Setting(
+        "ENCRYPTION_KEY",
+        _hex_key,
+        None,
+        "64 hex chars (AES-256) encrypting secrets at rest. Required with DATABASE_URL.",
+        secret=True,
+    ),
+    Setting("HOST", _str, "0.0.0.0", "Address the API listens on."),
+    Setting("PORT", _port, "8080", "TCP port the API listens on."),
+    Setting("BASE_URL", _url, None, "Public URL of this gateway; ingest URLs are built from it."),
+    Setting(
+        "MIGRATIONS_DIR", _str, None, "Directory of numbered .sql migrations (default: bundled)."
+    ),
+    Setting("CORS_ORIGIN", _str, "*", "Value of Access-Control-Allow-Origin on API answers."),
+    Setting(
+        "WORKER_POLL_INTERVAL",
+        _duration,
+        "5s",
+        "Longest a delivery process waits before looking for due deliveries.",
+    ),
+    Setting(
+        "WORKER_MAX_CONCURRENCY",
+        _positive_int,
+        "10",
+        "Deliveries one delivery process sends at once (greenlets).",
+    ),
+    Setting("DELIVERY_TIMEOUT", _duration, "30s", "Upper bound on one delivery attempt."),
+    Setting(
+        "LEASE_GRACE",
+        _duration,
+        "30s",
+        "Added to DELIVERY_TIMEOUT to form the lease after which a dead worker's delivery "
+        "is claimed again.",
+    ),
+    Setting("API_WORKERS", _positive_int, "2", "gunicorn worker processes serving the API."),
+    Setting("API_THREADS", _positive_int, "4", "Threads per API worker process."),
+    Setting("WORKER_PROCESSES", _positive_int, "1", "Delivery processes per instance."),
+    Setting(
+        "GETHOOKD_DATA_DIR",
+        _str,
+        None,
+        "Where the embedded database and its key live (default: the user data directory).",
+    ),
+    Setting(
+        "RETRY_BASE_DELAY", _duration, "10s", "First retry delay; doubles per attempt (jittered)."
+    ),
+    Setting("RETRY_MAX_DELAY", _duration, "1h", "Longest delay between two attempts."),
+    Setting("DEFAULT_MAX_ATTEMPTS", _positive_int, "6", "Attempts per delivery unless a route says."),
+    Setting(
+        "MAX_INGEST_BYTES", _positive_int, "1048576", "Largest webhook body accepted (413 above)."
+    ),
+    Setting(
+        "DRAIN_TIMEOUT",
+        _duration,
+        "60s",
+        "On SIGTERM, how long in-flight deliveries and requests may take to finish.",
+    ),
+    Setting("LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info", "Log verbosity."),
+    Setting("LOG_FORMAT", _choice("text", "json"), "text", "Log lines as text or JSON."),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Config:
+    values: Mapping[str, Any]
+    source: Mapping[str, str] = field(default_factory=dict)
+    config_file: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name.upper()]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def embedded(self) -> bool:
+        return not self.values["DATABASE_URL"]
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.values["DELIVERY_TIMEOUT"] + self.values["LEASE_GRACE"]
+
+    def with_values(self, **overrides: Any) -> Config:
+        return Config({**self.values, **overrides}, self.source, self.config_file)
+
+    def masked(self) -> dict[str, str]:
+        """Every setting as text, secrets hidden, for `check-config` and logs."""
+        shown: dict[str, str] = {}
+        for setting in SETTINGS:
+            value = self.values[setting.name]
+            if value is None:
+                shown[setting.name] = "(unset)"
+            elif setting.name == "DATABASE_URL":
+                shown[setting.name] = mask_url(value)
+            elif setting.secret:
+                shown[setting.name] = "****"
+            else:
+                shown[setting.name] = str(value)
+        return shown
+
+
+def mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":****@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def read_config_file(path: str) -> dict[str, str]:
+    """KEY=VALUE lines, `#` comments; the file is data, never code."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {line!r}")
+        if key not in _BY_NAME:
+            raise ConfigError(f"{path}:{number}: unknown setting {key}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def load(config_file: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Defaults, then the file, then the environment; the first bad value stops it."""
+    env = os.environ if env is None else env
+    config_file = config_file or env.get("GETHOOKD_CONFIG") or None
+    from_file = read_config_file(config_file) if config_file else {}
+    values: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    for setting in SETTINGS:
+        raw, origin = setting.default, "default"
+        if setting.name in from_file:
+            raw, origin = from_file[setting.name], "file"
+        if env.get(setting.name, "") != "":
+            raw, origin = env[setting.name], "environment"
+        if raw is None:
+            values[setting.name] = None
+        else:
+            try:
+                values[setting.name] = setting.parse(raw)
+            except ValueError as exc:
+                shown = "****" if setting.secret else repr(raw)
+                raise ConfigError(
+                    f"{setting.name}={shown} (from {origin}) is invalid: {exc}"
+                ) from None
+        source[setting.name] = origin
+    if values["DATABASE_URL"] and not values["ENCRYPTION_KEY"]:
+        raise ConfigError(
+            "ENCRYPTION_KEY is required when DATABASE_URL is set: 64 hex characters "
+            "(generate one with `gethookd keygen`)"
+        )
+    if values["BASE_URL"] is None:
+        values["BASE_URL"] = f"http://localhost:{values['PORT']}"
+    if values["GETHOOKD_DATA_DIR"] is None:
+        import platformdirs
+
+        values["GETHOOKD_DATA_DIR"] = platformdirs.user_data_dir("gethookd")
+    return Config(values, source, config_file)
+
+
+def example_file() -> str:
+    """The text of conf/gethookd.conf.example, generated from the table."""
+    lines = [
+        "# gethookd configuration: KEY=VALUE lines; the environment overrides this file.",
+        "# Load it with `gethookd run --config FILE` or GETHOOKD_CONFIG=FILE.",
+        "",
+    ]
+    for setting in SETTINGS:
+        lines.append(f"# {setting.help}")
+        lines.append(f"#{setting.name}={setting.default or ''}")
+        lines.append("")
+    return "\n".join(lines)
