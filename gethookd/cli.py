@@ -6,9 +6,8 @@ import sys
 
 import click
 
-from gethookd import __version__
+from gethookd import __version__, logs
 from gethookd import config as config_mod
-from gethookd import logs
 
 EXIT_CODES = """\b
 Exit codes:

@@ -157,7 +157,9 @@ SETTINGS: tuple[Setting, ...] = (
         "RETRY_BASE_DELAY", _duration, "10s", "First retry delay; doubles per attempt (jittered)."
     ),
     Setting("RETRY_MAX_DELAY", _duration, "1h", "Longest delay between two attempts."),
-    Setting("DEFAULT_MAX_ATTEMPTS", _positive_int, "6", "Attempts per delivery unless a route says."),
+    Setting(
+        "DEFAULT_MAX_ATTEMPTS", _positive_int, "6", "Attempts per delivery unless a route says."
+    ),
     Setting(
         "MAX_INGEST_BYTES", _positive_int, "1048576", "Largest webhook body accepted (413 above)."
     ),

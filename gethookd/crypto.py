@@ -55,9 +55,7 @@ def check_password(password: str, stored: str | None) -> bool:
     if not stored or not stored.startswith("scrypt$"):
         return False
     _, salt_b64, digest_b64 = stored.split("$")
-    digest = hashlib.scrypt(
-        password.encode(), salt=base64.b64decode(salt_b64), n=2**14, r=8, p=1
-    )
+    digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt_b64), n=2**14, r=8, p=1)
     return hmac.compare_digest(digest, base64.b64decode(digest_b64))
 
 

@@ -30,7 +30,9 @@ def api_role(config: Config, index: int, ready: Callable[[], None], listen_fd: i
     return api_server.main(config, listen_fd, on_ready=ready)
 
 
-def worker_role(config: Config, index: int, ready: Callable[[], None], listen_fd: int | None) -> int:
+def worker_role(
+    config: Config, index: int, ready: Callable[[], None], listen_fd: int | None
+) -> int:
     _title(f"delivery worker {index}")
     from gevent import monkey
 

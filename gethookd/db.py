@@ -70,7 +70,9 @@ class Database:
 
     def __init__(self, dsn: str, maxconn: int = 10) -> None:
         self.dsn = dsn
-        self._pool = psycopg2.pool.ThreadedConnectionPool(0, maxconn, dsn, application_name="gethookd")
+        self._pool = psycopg2.pool.ThreadedConnectionPool(
+            0, maxconn, dsn, application_name="gethookd"
+        )
         self._slots = threading.BoundedSemaphore(maxconn)
 
     @contextlib.contextmanager

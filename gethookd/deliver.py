@@ -110,7 +110,9 @@ def send(req: Request, session: requests.Session) -> Outcome:
             finally:
                 response.close()
     except gevent.Timeout:
-        return Outcome("timeout", None, None, f"no complete answer within {req.timeout:g}s", elapsed())
+        return Outcome(
+            "timeout", None, None, f"no complete answer within {req.timeout:g}s", elapsed()
+        )
     except requests.Timeout as exc:
         return Outcome("timeout", None, None, f"timed out: {exc}", elapsed())
     except requests.RequestException as exc:

@@ -49,7 +49,9 @@ class Gateway:
                 )
                 key = self._new_key(cur, account["id"], "default")
         except psycopg2.errors.UniqueViolation:
-            raise Conflict(f"an account with email {email} already exists; log in instead") from None
+            raise Conflict(
+                f"an account with email {email} already exists; log in instead"
+            ) from None
         return {"account": account, "api_key": key}
 
     def login(self, email: str, password: str) -> dict:
@@ -124,7 +126,9 @@ class Gateway:
 
     def list_sources(self, account_id: uuid.UUID) -> list[dict]:
         with self.db.transaction() as cur:
-            return [self._source_view(s) for s in cur.all("list_sources", {"account_id": account_id})]
+            return [
+                self._source_view(s) for s in cur.all("list_sources", {"account_id": account_id})
+            ]
 
     def get_source(self, account_id: uuid.UUID, source_id: uuid.UUID) -> dict:
         with self.db.transaction() as cur:
@@ -243,7 +247,9 @@ class Gateway:
     def ingest(self, token: str, body: bytes, headers: dict[str, str]) -> dict:
         """Store the event and queue its deliveries in one transaction, committed before 202."""
         if len(body) > self.config.MAX_INGEST_BYTES:
-            raise TooLarge(f"webhook body exceeds MAX_INGEST_BYTES ({self.config.MAX_INGEST_BYTES})")
+            raise TooLarge(
+                f"webhook body exceeds MAX_INGEST_BYTES ({self.config.MAX_INGEST_BYTES})"
+            )
         lower = {k.lower(): v for k, v in headers.items()}
         with self.db.transaction() as cur:
             source = cur.one("source_by_token", {"token": token})

@@ -15,7 +15,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gethookd.config import Config, ConfigError
 
@@ -205,7 +205,9 @@ class Supervisor:
                 return False
             if self.stop_deadline is not None and now >= self.stop_deadline:
                 for child in live:
-                    log.warning("%s (pid %d) did not stop in time; killing it", child.name, child.pid)
+                    log.warning(
+                        "%s (pid %d) did not stop in time; killing it", child.name, child.pid
+                    )
                     self.os.kill(child.pid, signal.SIGKILL)
                 self.stop_deadline = None
             return True
@@ -295,7 +297,9 @@ class Supervisor:
                 if child.pid is None:
                     self.children.remove(child)
                     continue
-                log.info("retiring %s (pid %d, generation %d)", child.name, child.pid, child.generation)
+                log.info(
+                    "retiring %s (pid %d, generation %d)", child.name, child.pid, child.generation
+                )
                 child.state = STOPPING
                 self.os.kill(child.pid, signal.SIGTERM)
             if all_ready:

@@ -6,9 +6,9 @@ Imported only in a freshly forked child (or a test), after gevent has patched th
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 import signal
 import time
+from collections.abc import Callable
 
 import gevent
 import gevent.event
@@ -134,7 +134,9 @@ class DeliveryWorker:
         if job.auth_config_enc:
             import json
 
-            auth = json.loads(self.box.decrypt(job.auth_config_enc, f"destinations.auth_config:{dest}"))
+            auth = json.loads(
+                self.box.decrypt(job.auth_config_enc, f"destinations.auth_config:{dest}")
+            )
         return deliver.Request(
             url=job.url,
             body=job.body,
@@ -182,13 +184,21 @@ def _log_transition(
         "outcome": result.outcome,
     }
     if status is None:
-        log.warning("%s; lease lost to another worker, result discarded", head, extra={"fields": fields})
+        log.warning(
+            "%s; lease lost to another worker, result discarded", head, extra={"fields": fields}
+        )
     elif status == "succeeded":
         log.info("%s: delivered", head, extra={"fields": fields})
     elif status == "dead":
         log.warning("%s: dead-lettered (%s)", head, result.error_message, extra={"fields": fields})
     elif status == "pending":
-        log.info("%s: retry in %.1fs (%s)", head, retry_in, result.error_message, extra={"fields": fields})
+        log.info(
+            "%s: retry in %.1fs (%s)",
+            head,
+            retry_in,
+            result.error_message,
+            extra={"fields": fields},
+        )
 
 
 def main(config: Config, index: int = 1, ready: Callable[[], None] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Test helpers: waiting on conditions, a recording HTTP sink, a daemon under test, an API client."""
+"""Test helpers: condition waits, a recording HTTP sink, a daemon under test, an API client."""
 
 from __future__ import annotations
 
