@@ -113,5 +113,54 @@ def check_config(config_file: str | None) -> None:
     click.echo("configuration OK")
 
 
+@main.group()
+def accounts() -> None:
+    """Manage accounts from the command line (bootstrap without the API)."""
+
+
+@accounts.command("create", epilog=EXIT_CODES)
+@click.option("--name", required=True, help="Account name.")
+@click.option("--email", default=None, help="Contact email (unique; no password is set).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@config_option
+def accounts_create(name: str, email: str | None, as_json: bool, config_file: str | None) -> None:
+    """Create an account and its first API key; the key is printed once."""
+    config = _load(config_file)
+
+    import psycopg2
+
+    from gethookd import daemon
+    from gethookd.db import Database
+    from gethookd.errors import DomainError
+    from gethookd.service import Gateway
+
+    embedded = daemon.Embedded()
+    try:
+        config = embedded.prepare(config)
+        if daemon.migrate_now(config) != 0:
+            sys.exit(3)
+        database = Database(config.DATABASE_URL, maxconn=1)
+        try:
+            boot = Gateway(config, database).register(name, email, None)
+        finally:
+            database.close()
+    except DomainError as exc:
+        click.echo(f"gethookd: {exc.message}", err=True)
+        sys.exit(2)
+    except psycopg2.Error as exc:
+        click.echo(f"gethookd: database error: {str(exc).strip()}", err=True)
+        sys.exit(3)
+    finally:
+        embedded.stop()
+    if as_json:
+        from gethookd.api.app import to_json
+
+        click.echo(to_json(boot))
+        return
+    account, key = boot["account"], boot["api_key"]
+    click.echo(f"account {account['id']} ({account['name']}) created")
+    click.echo(f"API key (shown once, keep it safe): {key['key']}")
+
+
 if __name__ == "__main__":
     main()

@@ -100,7 +100,7 @@ CREATE TABLE deliveries (
     destination_id uuid NOT NULL REFERENCES destinations (id) ON DELETE CASCADE,
     account_id uuid NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
     status text NOT NULL DEFAULT 'pending'
-        CHECK (status IN ('pending', 'in_flight', 'succeeded', 'dead')),
+        CHECK (status IN ('pending', 'in_flight', 'succeeded', 'dead', 'cancelled')),
     attempt_count integer NOT NULL DEFAULT 0,
     max_attempts integer NOT NULL,
     backoff text NOT NULL DEFAULT 'exponential',

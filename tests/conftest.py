@@ -14,9 +14,19 @@ import pytest
 from gethookd import config as config_mod
 from gethookd import migrate
 from gethookd.crypto import new_encryption_key
-from helpers import Daemon, Sink
+from helpers import Api, Daemon, Sink
 
 TEMPLATE = "gethookd_test_template"
+FAST_ENV = {
+    "WORKER_POLL_INTERVAL": "0.5s",
+    "RETRY_BASE_DELAY": "0.2s",
+    "RETRY_MAX_DELAY": "1s",
+    "DELIVERY_TIMEOUT": "5s",
+    "LEASE_GRACE": "1s",
+    "DRAIN_TIMEOUT": "10s",
+    "API_WORKERS": "1",
+    "LOG_LEVEL": "info",
+}
 
 
 def with_database(url: str, name: str) -> str:
@@ -85,6 +95,29 @@ def _scratch(admin_url: str, template: str):
         conn.close()
 
 
+@pytest.fixture(scope="module")
+def module_db_url(pg_admin_url, template_url) -> str:
+    """A migrated database shared by one test module (tests isolate by account)."""
+    yield from _scratch(pg_admin_url, template=TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def api_daemon(module_db_url, encryption_key, tmp_path_factory):
+    """One real `gethookd run` per test module, serving the API and delivering."""
+    env = {**FAST_ENV, "DATABASE_URL": module_db_url, "ENCRYPTION_KEY": encryption_key}
+    log = tmp_path_factory.mktemp("api-daemon") / "daemon.log"
+    daemon = Daemon(env, log)
+    daemon.start()
+    yield daemon
+    daemon.kill()
+
+
+@pytest.fixture
+def api(api_daemon):
+    """A fresh account on the module's daemon, as an authenticated client."""
+    return Api(api_daemon.url).register(f"user-{uuid.uuid4().hex[:10]}@example.com")
+
+
 @pytest.fixture(scope="session")
 def encryption_key() -> str:
     return new_encryption_key()
@@ -93,18 +126,7 @@ def encryption_key() -> str:
 @pytest.fixture
 def base_env(db_url, encryption_key) -> dict[str, str]:
     """Settings for a fast test instance against this test's database."""
-    return {
-        "DATABASE_URL": db_url,
-        "ENCRYPTION_KEY": encryption_key,
-        "WORKER_POLL_INTERVAL": "0.5s",
-        "RETRY_BASE_DELAY": "0.2s",
-        "RETRY_MAX_DELAY": "1s",
-        "DELIVERY_TIMEOUT": "5s",
-        "LEASE_GRACE": "1s",
-        "DRAIN_TIMEOUT": "10s",
-        "API_WORKERS": "1",
-        "LOG_LEVEL": "info",
-    }
+    return {**FAST_ENV, "DATABASE_URL": db_url, "ENCRYPTION_KEY": encryption_key}
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import logging
 import uuid
@@ -26,6 +25,10 @@ def _default(value: object) -> object:
     if isinstance(value, uuid.UUID):
         return str(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def to_json(value: object) -> str:
+    return json.dumps(value, default=_default)
 
 
 class Auth:
@@ -86,29 +89,46 @@ def _unexpected(req, resp: falcon.Response, exc: Exception, params) -> None:
     resp.media = {"error": "internal error; the gateway log has the details"}
 
 
+ROUTES = {
+    "/openapi.json": r.OpenApi,
+    "/docs": r.Docs,
+    "/healthz": r.Health,
+    "/readyz": r.Ready,
+    "/v1/auth/register": r.Register,
+    "/v1/auth/login": r.Login,
+    "/v1/accounts": r.Accounts,
+    "/v1/api-keys": r.ApiKeys,
+    "/v1/api-keys/{key_id}": r.ApiKey,
+    "/v1/provider-presets": r.ProviderPresets,
+    "/v1/sources": r.Sources,
+    "/v1/sources/{source_id}": r.Source,
+    "/v1/destination-presets": r.DestinationPresets,
+    "/v1/destinations": r.Destinations,
+    "/v1/destinations/{dest_id}": r.Destination,
+    "/v1/destinations/{dest_id}/rotate-secret": r.RotateSecret,
+    "/v1/routes": r.Routes,
+    "/v1/routes/{route_id}": r.Route,
+    "/ingest/{token}": r.Ingest,
+    "/v1/events": r.Events,
+    "/v1/events/{event_id}": r.Event,
+    "/v1/events/{event_id}/replay": r.Replay,
+    "/v1/outbound-events": r.OutboundEvents,
+    "/v1/outbound-events/{event_id}": r.OutboundEvent,
+    "/v1/outbound-events/{event_id}/replay": r.OutboundReplay,
+    "/v1/stats": r.Stats,
+    "/v1/platform-stats": r.PlatformStats,
+    "/v1/brand-settings": r.BrandSettings,
+    "/v1/custom-domains": r.CustomDomains,
+}
+
+
 def create_app(gateway: Gateway) -> falcon.App:
     app = falcon.App(middleware=[Cors(gateway.config.CORS_ORIGIN), Auth(gateway)])
-    handler = falcon.media.JSONHandler(dumps=functools.partial(json.dumps, default=_default))
+    handler = falcon.media.JSONHandler(dumps=to_json)
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = handler
     app.req_options.strip_url_path_trailing_slash = True
 
-    routes = {
-        "/healthz": r.Health,
-        "/readyz": r.Ready,
-        "/v1/auth/register": r.Register,
-        "/v1/auth/login": r.Login,
-        "/v1/api-keys": r.ApiKeys,
-        "/v1/api-keys/{key_id}": r.ApiKey,
-        "/v1/sources": r.Sources,
-        "/v1/sources/{source_id}": r.Source,
-        "/v1/destinations": r.Destinations,
-        "/v1/destinations/{dest_id}": r.Destination,
-        "/v1/routes": r.Routes,
-        "/ingest/{token}": r.Ingest,
-        "/v1/events": r.Events,
-        "/v1/events/{event_id}": r.Event,
-    }
-    for path, resource in routes.items():
+    for path, resource in ROUTES.items():
         app.add_route(path, resource(gateway))
 
     # Most specific last: falcon picks the handler of the nearest class.

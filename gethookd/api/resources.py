@@ -1,10 +1,16 @@
-"""Falcon resources: parse and check the request, call the gateway, wrap the answer."""
+"""Falcon resources: check the request, call the gateway, wrap the answer in the envelope."""
 
 from __future__ import annotations
 
+import re
+from importlib import resources
+
 import falcon
 
+from gethookd import presets
+from gethookd.api import openapi
 from gethookd.api import validate as v
+from gethookd.errors import Invalid
 from gethookd.service import Gateway
 
 EVENT_STATUSES = (
@@ -18,6 +24,12 @@ EVENT_STATUSES = (
     "replayed",
 )
 AUTH_MODES = ("none", "hmac", "basic", "bearer", "api_key", "provider")
+BACKOFFS = ("exponential", "linear", "fixed")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+_DOMAIN = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
 
 
 def ok(resp: falcon.Response, data: object, status: str = falcon.HTTP_200) -> None:
@@ -25,11 +37,21 @@ def ok(resp: falcon.Response, data: object, status: str = falcon.HTTP_200) -> No
     resp.status = status
 
 
+def email(body: dict, name: str, *, required: bool = False) -> str | None:
+    value = v.string(body, name, required=required, max_len=254)
+    if value is not None and not _EMAIL.match(value):
+        raise Invalid(f"{name} must be an email address")
+    return value
+
+
 class Base:
     auth = True
 
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
+
+
+# -- health -------------------------------------------------------------------------------
 
 
 class Health(Base):
@@ -50,19 +72,36 @@ class Ready(Base):
             resp.status = falcon.HTTP_503
 
 
+class OpenApi(Base):
+    auth = False
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = openapi.document(self.gw.config.BASE_URL)
+
+
+class Docs(Base):
+    auth = False
+    PAGE = resources.files("gethookd.api").joinpath("docs.html").read_bytes()
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_HTML
+        resp.data = self.PAGE
+
+
+# -- accounts and keys --------------------------------------------------------------------
+
+
 class Register(Base):
     auth = False
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = v.json_body(req)
-        email = v.string(body, "email", required=True, max_len=254)
-        if "@" not in email:
-            raise falcon.HTTPBadRequest(description="email must be an email address")
+        address = email(body, "email", required=True)
         password = v.string(body, "password", required=True, max_len=1024)
         if len(password) < 8:
-            raise falcon.HTTPBadRequest(description="password must be at least 8 characters")
-        name = v.string(body, "name") or email.split("@")[0]
-        ok(resp, self.gw.register(name, email, password), falcon.HTTP_201)
+            raise Invalid("password must be at least 8 characters")
+        name = v.string(body, "name") or address.split("@")[0]
+        ok(resp, self.gw.register(name, address, password), falcon.HTTP_201)
 
 
 class Login(Base):
@@ -70,9 +109,18 @@ class Login(Base):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = v.json_body(req)
-        email = v.string(body, "email", required=True, max_len=254)
+        address = v.string(body, "email", required=True, max_len=254)
         password = v.string(body, "password", required=True, max_len=1024)
-        ok(resp, self.gw.login(email, password))
+        ok(resp, self.gw.login(address, password))
+
+
+class Accounts(Base):
+    auth = False
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = v.json_body(req)
+        name = v.string(body, "name", required=True)
+        ok(resp, self.gw.register(name, None, None), falcon.HTTP_201)
 
 
 class ApiKeys(Base):
@@ -89,6 +137,22 @@ class ApiKey(Base):
     def on_delete(self, req: falcon.Request, resp: falcon.Response, key_id: str) -> None:
         self.gw.revoke_api_key(req.context.account_id, v.uuid_value(key_id, "id"))
         resp.status = falcon.HTTP_204
+
+
+# -- presets ------------------------------------------------------------------------------
+
+
+class ProviderPresets(Base):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        ok(resp, list(presets.PROVIDER_PRESETS))
+
+
+class DestinationPresets(Base):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        ok(resp, list(presets.DESTINATION_PRESETS))
+
+
+# -- sources ------------------------------------------------------------------------------
 
 
 class Sources(Base):
@@ -111,6 +175,13 @@ class Source(Base):
     def on_get(self, req: falcon.Request, resp: falcon.Response, source_id: str) -> None:
         ok(resp, self.gw.get_source(req.context.account_id, v.uuid_value(source_id, "id")))
 
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, source_id: str) -> None:
+        self.gw.delete_source(req.context.account_id, v.uuid_value(source_id, "id"))
+        resp.status = falcon.HTTP_204
+
+
+# -- destinations -------------------------------------------------------------------------
+
 
 class Destinations(Base):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -124,16 +195,68 @@ class Destinations(Base):
             url=v.http_url(body, "url", required=True),
             timeout_seconds=v.integer(body, "timeout_seconds", low=1, high=300) or 30,
             signing_secret=v.string(body, "signing_secret", max_len=512),
-            auth_config=v.obj(body, "auth_config"),
-            custom_headers=v.obj(body, "custom_headers"),
+            auth_config=v.auth_config(body),
+            custom_headers=v.headers_obj(body, "custom_headers"),
             preset=v.string(body, "preset", max_len=64),
         )
         ok(resp, dest, falcon.HTTP_201)
 
 
 class Destination(Base):
+    PATCHABLE = ("name", "url", "timeout_seconds", "active", "auth_config", "custom_headers")
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, dest_id: str) -> None:
         ok(resp, self.gw.get_destination(req.context.account_id, v.uuid_value(dest_id, "id")))
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, dest_id: str) -> None:
+        dest = v.uuid_value(dest_id, "id")
+        body = v.json_body(req)
+        v.reject_unknown(body, self.PATCHABLE)
+        changes: dict = {}
+        if "name" in body:
+            changes["name"] = v.string(body, "name", required=True)
+        if "url" in body:
+            changes["url"] = v.http_url(body, "url", required=True)
+        if "timeout_seconds" in body:
+            changes["timeout_seconds"] = v.integer(body, "timeout_seconds", low=1, high=300)
+            if changes["timeout_seconds"] is None:
+                raise Invalid("timeout_seconds must be a whole number between 1 and 300")
+        if "active" in body:
+            changes["active"] = v.boolean(body, "active")
+            if changes["active"] is None:
+                raise Invalid("active must be true or false")
+        if "auth_config" in body:
+            changes["auth_config"] = v.auth_config(body)
+        if "custom_headers" in body:
+            changes["custom_headers"] = v.headers_obj(body, "custom_headers")
+        ok(resp, self.gw.update_destination(req.context.account_id, dest, changes))
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, dest_id: str) -> None:
+        self.gw.delete_destination(req.context.account_id, v.uuid_value(dest_id, "id"))
+        resp.status = falcon.HTTP_204
+
+
+class RotateSecret(Base):
+    def on_post(self, req: falcon.Request, resp: falcon.Response, dest_id: str) -> None:
+        dest = v.uuid_value(dest_id, "id")
+        body = v.json_body(req, optional=True)
+        secret = v.string(body, "signing_secret", max_len=512) or v.string(
+            body, "secret", max_len=512
+        )
+        if secret is not None and len(secret) < 16:
+            raise Invalid("signing_secret must be at least 16 characters")
+        ok(resp, self.gw.rotate_secret(req.context.account_id, dest, secret))
+
+
+# -- routes -------------------------------------------------------------------------------
+
+
+def _retry_policy(body: dict) -> tuple[int | None, str | None]:
+    policy = v.obj(body, "retry_policy", values=object) or {}
+    return (
+        v.integer(policy, "max_attempts", low=1, high=100),
+        v.choice(policy, "backoff", BACKOFFS),
+    )
 
 
 class Routes(Base):
@@ -142,17 +265,41 @@ class Routes(Base):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = v.json_body(req)
-        policy = v.obj(body, "retry_policy", values=object) or {}
+        max_attempts, backoff = _retry_policy(body)
         route = self.gw.create_route(
             req.context.account_id,
             destination_id=v.optional_uuid(body, "destination_id", required=True),
             source_id=v.optional_uuid(body, "source_id"),
             event_type_pattern=v.string(body, "event_type_pattern"),
-            max_attempts=v.integer(policy, "max_attempts", low=1, high=100),
-            backoff=v.choice(policy, "backoff", ("exponential", "linear", "fixed"))
-            or "exponential",
+            max_attempts=max_attempts,
+            backoff=backoff or "exponential",
         )
         ok(resp, route, falcon.HTTP_201)
+
+
+class Route(Base):
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, route_id: str) -> None:
+        route = v.uuid_value(route_id, "id")
+        body = v.json_body(req)
+        v.reject_unknown(body, ("active", "event_type_pattern", "retry_policy"))
+        changes: dict = {}
+        if "active" in body:
+            changes["active"] = v.boolean(body, "active")
+            if changes["active"] is None:
+                raise Invalid("active must be true or false")
+        if "event_type_pattern" in body:
+            changes["event_type_pattern"] = v.string(body, "event_type_pattern")
+        if "retry_policy" in body:
+            max_attempts, backoff = _retry_policy(body)
+            changes["retry_policy"] = {"max_attempts": max_attempts, "backoff": backoff}
+        ok(resp, self.gw.update_route(req.context.account_id, route, changes))
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, route_id: str) -> None:
+        self.gw.delete_route(req.context.account_id, v.uuid_value(route_id, "id"))
+        resp.status = falcon.HTTP_204
+
+
+# -- events -------------------------------------------------------------------------------
 
 
 class Ingest(Base):
@@ -169,12 +316,18 @@ class Ingest(Base):
         ok(resp, {"id": event["id"], "status": event["status"]}, falcon.HTTP_202)
 
 
+def _page(req: falcon.Request) -> dict:
+    return {
+        "limit": v.query_int(req, "limit", 25, 1, 200),
+        "offset": v.query_int(req, "offset", 0, 0, 10_000_000),
+    }
+
+
 class Events(Base):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         page = self.gw.list_events(
             req.context.account_id,
-            limit=v.query_int(req, "limit", 25, 1, 200),
-            offset=v.query_int(req, "offset", 0, 0, 10_000_000),
+            **_page(req),
             source_id=v.query_uuid(req, "source_id"),
             status=v.query_choice(req, "status", EVENT_STATUSES),
             direction=v.query_choice(req, "direction", ("inbound", "outbound")),
@@ -183,5 +336,106 @@ class Events(Base):
 
 
 class Event(Base):
+    direction: str | None = None
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, event_id: str) -> None:
-        ok(resp, self.gw.get_event(req.context.account_id, v.uuid_value(event_id, "id")))
+        event = v.uuid_value(event_id, "id")
+        ok(resp, self.gw.get_event(req.context.account_id, event, self.direction))
+
+
+class Replay(Base):
+    direction: str | None = None
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, event_id: str) -> None:
+        event = v.uuid_value(event_id, "id")
+        ok(resp, self.gw.replay(req.context.account_id, event, self.direction), falcon.HTTP_202)
+
+
+class OutboundEvents(Base):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        ok(resp, self.gw.list_events(req.context.account_id, **_page(req), direction="outbound"))
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = v.json_body(req)
+        payload = body.get("payload")
+        if payload is None:
+            raise Invalid("payload is required (a string, e.g. a JSON document)")
+        if not isinstance(payload, str):
+            raise Invalid("payload must be a string; send JSON as a serialised string")
+        if len(payload.encode()) > self.gw.config.MAX_INGEST_BYTES:
+            raise falcon.HTTPContentTooLarge(
+                description=f"payload exceeds MAX_INGEST_BYTES ({self.gw.config.MAX_INGEST_BYTES})"
+            )
+        event, _created = self.gw.publish(
+            req.context.account_id,
+            payload,
+            event_type=v.string(body, "event_type"),
+            external_event_id=v.string(body, "external_event_id", max_len=255),
+        )
+        # A repeated external_event_id answers as the first publish did (idempotent).
+        ok(resp, {"id": event["id"], "status": event["status"]}, falcon.HTTP_201)
+
+
+class OutboundEvent(Event):
+    direction = "outbound"
+
+
+class OutboundReplay(Replay):
+    direction = "outbound"
+
+
+# -- stats and settings -------------------------------------------------------------------
+
+
+class Stats(Base):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        ok(resp, self.gw.stats(req.context.account_id))
+
+
+class PlatformStats(Base):
+    auth = False
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        ok(resp, self.gw.platform_stats())
+
+
+class BrandSettings(Base):
+    FIELDS = ("company_name", "logo_url", "primary_color", "support_email", "docs_title")
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        ok(resp, self.gw.brand_settings(req.context.account_id))
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = v.json_body(req)
+        v.reject_unknown(body, self.FIELDS)
+        changes = {}
+        for name in ("company_name", "docs_title"):
+            if name in body:
+                changes[name] = v.string(body, name)
+        if "logo_url" in body:
+            changes["logo_url"] = v.http_url(body, "logo_url")
+        if "support_email" in body:
+            changes["support_email"] = email(body, "support_email")
+        if "primary_color" in body:
+            color = v.string(body, "primary_color", max_len=7)
+            if color is not None and not _COLOR.match(color):
+                raise Invalid("primary_color must be a hex colour such as #4F46E5")
+            changes["primary_color"] = color
+        ok(resp, self.gw.update_brand_settings(req.context.account_id, changes))
+
+
+class CustomDomains(Base):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        ok(resp, self.gw.list_custom_domains(req.context.account_id))
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = v.json_body(req)
+        domain = v.string(body, "domain", required=True, max_len=253)
+        if not _DOMAIN.match(domain):
+            raise Invalid("domain must be a host name such as hooks.example.com")
+        kind = v.choice(body, "type", ("ingest", "portal", "api")) or "ingest"
+        ok(
+            resp,
+            self.gw.create_custom_domain(req.context.account_id, domain.lower(), kind),
+            falcon.HTTP_201,
+        )

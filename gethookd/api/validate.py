@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -150,3 +151,47 @@ def query_uuid(req: falcon.Request, name: str) -> uuid.UUID | None:
     if raw is None or raw == "":
         return None
     return uuid_value(raw, f"query parameter {name}")
+
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}$")
+_AUTH_FIELDS = {"none": (), "bearer": ("token",), "api_key": ("value",), "basic": ("username",)}
+
+
+def headers_obj(body: dict, name: str) -> dict | None:
+    """Custom headers: valid names, single-line string values (no header injection)."""
+    value = obj(body, name)
+    if value is None:
+        return None
+    if len(value) > 50:
+        raise Invalid(f"{name} may hold at most 50 headers")
+    for key, item in value.items():
+        if not _HEADER_NAME.match(key):
+            raise Invalid(f"{name}: {key[:60]!r} is not a valid HTTP header name")
+        if "\r" in item or "\n" in item or len(item) > 4096:
+            raise Invalid(f"{name}.{key} must be a single line of at most 4096 characters")
+    return value
+
+
+def auth_config(body: dict, name: str = "auth_config") -> dict | None:
+    """{"type": none|bearer|api_key|basic, ...credentials}; checked per type."""
+    value = obj(body, name)
+    if value is None:
+        return None
+    kind = value.get("type")
+    if kind not in _AUTH_FIELDS:
+        raise Invalid(f"{name}.type must be one of: {', '.join(_AUTH_FIELDS)}")
+    for field in _AUTH_FIELDS[kind]:
+        if not value.get(field):
+            raise Invalid(f"{name}.{field} is required when {name}.type is {kind}")
+    if kind == "api_key" and "header" in value and not _HEADER_NAME.match(value["header"]):
+        raise Invalid(f"{name}.header is not a valid HTTP header name")
+    for key, item in value.items():
+        if "\r" in item or "\n" in item:
+            raise Invalid(f"{name}.{key} must be a single line")
+    return value
+
+
+def reject_unknown(body: dict, allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise Invalid(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(allowed)}")

@@ -42,3 +42,51 @@ SELECT * FROM routes WHERE account_id = %(account_id)s ORDER BY created_at, id;
 SELECT r.destination_id, r.event_type_pattern, r.max_attempts, r.backoff
 FROM routes r JOIN destinations d ON d.id = r.destination_id
 WHERE r.source_id = %(source_id)s AND r.active AND d.active;
+
+-- name: delete_source
+DELETE FROM sources WHERE id = %(id)s AND account_id = %(account_id)s RETURNING id;
+
+-- name: update_destination
+-- Each field changes only when its set_* flag is true, so PATCH can also clear a field.
+UPDATE destinations SET
+    name = CASE WHEN %(set_name)s THEN %(name)s ELSE name END,
+    url = CASE WHEN %(set_url)s THEN %(url)s ELSE url END,
+    timeout_seconds = CASE WHEN %(set_timeout_seconds)s THEN %(timeout_seconds)s
+                      ELSE timeout_seconds END,
+    active = CASE WHEN %(set_active)s THEN %(active)s ELSE active END,
+    auth_config_enc = CASE WHEN %(set_auth_config)s THEN %(auth_config_enc)s
+                      ELSE auth_config_enc END,
+    custom_headers = CASE WHEN %(set_custom_headers)s THEN %(custom_headers)s
+                     ELSE custom_headers END,
+    updated_at = now()
+WHERE id = %(id)s AND account_id = %(account_id)s
+RETURNING *;
+
+-- name: set_destination_secret
+UPDATE destinations SET signing_secret_enc = %(enc)s, updated_at = now()
+WHERE id = %(id)s AND account_id = %(account_id)s
+RETURNING *;
+
+-- name: delete_destination
+DELETE FROM destinations WHERE id = %(id)s AND account_id = %(account_id)s RETURNING id;
+
+-- name: get_route
+SELECT * FROM routes WHERE id = %(id)s AND account_id = %(account_id)s;
+
+-- name: update_route
+UPDATE routes SET
+    active = CASE WHEN %(set_active)s THEN %(active)s ELSE active END,
+    event_type_pattern = CASE WHEN %(set_pattern)s THEN %(event_type_pattern)s
+                         ELSE event_type_pattern END,
+    max_attempts = COALESCE(%(max_attempts)s, max_attempts),
+    backoff = COALESCE(%(backoff)s, backoff)
+WHERE id = %(id)s AND account_id = %(account_id)s
+RETURNING *;
+
+-- name: delete_route
+DELETE FROM routes WHERE id = %(id)s AND account_id = %(account_id)s RETURNING id;
+
+-- name: routes_for_outbound
+SELECT r.destination_id, r.event_type_pattern, r.max_attempts, r.backoff
+FROM routes r JOIN destinations d ON d.id = r.destination_id
+WHERE r.account_id = %(account_id)s AND r.source_id IS NULL AND r.active AND d.active;

@@ -34,3 +34,45 @@ SELECT id, event_id, destination_id, attempt_number, started_at, finished_at,
        response_status, response_body, error_message, latency_ms, outcome
 FROM delivery_attempts WHERE event_id = %(event_id)s
 ORDER BY started_at, attempt_number;
+
+-- name: outbound_by_external_id
+SELECT id, status FROM events
+WHERE account_id = %(account_id)s AND direction = 'outbound'
+  AND external_event_id = %(external_event_id)s AND replay_of IS NULL;
+
+-- name: mark_replayed
+-- Deliveries of the original that have not started yet are superseded by the replay.
+WITH cancelled AS (
+    UPDATE deliveries SET status = 'cancelled', lease_token = NULL, updated_at = now()
+    WHERE event_id = %(id)s AND status = 'pending'
+)
+UPDATE events SET status = 'replayed', next_attempt_at = NULL WHERE id = %(id)s;
+
+-- name: lock_event_for_replay
+SELECT id FROM events WHERE id = %(id)s AND account_id = %(account_id)s FOR UPDATE;
+
+-- name: stats_by_status
+SELECT status, count(*) AS count FROM events
+WHERE account_id = %(account_id)s GROUP BY status ORDER BY status;
+
+-- name: stats_daily
+SELECT d::date AS date,
+       count(e.id) FILTER (WHERE e.direction = 'inbound') AS inbound,
+       count(e.id) FILTER (WHERE e.direction = 'outbound') AS outbound,
+       count(e.id) FILTER (WHERE e.status = 'delivered') AS delivered,
+       count(e.id) FILTER (WHERE e.status = 'dead_letter') AS failed
+FROM generate_series((now() AT TIME ZONE 'UTC')::date - 29,
+                     (now() AT TIME ZONE 'UTC')::date, interval '1 day') AS d
+LEFT JOIN events e
+       ON e.account_id = %(account_id)s
+      AND e.created_at >= d AT TIME ZONE 'UTC'
+      AND e.created_at < (d + interval '1 day') AT TIME ZONE 'UTC'
+GROUP BY d ORDER BY d;
+
+-- name: platform_stats
+SELECT (SELECT count(*) FROM events) AS events_processed,
+       (SELECT count(*) FROM events WHERE status = 'delivered') AS events_delivered,
+       (SELECT count(*) FROM delivery_attempts) AS delivery_attempts,
+       (SELECT count(*) FILTER (WHERE outcome = 'success') FROM delivery_attempts) AS successes,
+       (SELECT count(*) FILTER (WHERE outcome NOT IN ('pending', 'cancelled'))
+        FROM delivery_attempts) AS finished;

@@ -1,0 +1,680 @@
+"""The OpenAPI 3.1 document of the whole API, served at /openapi.json.
+
+A test checks that every route of the app is documented here and every
+documented path exists, and schemathesis checks the answers against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gethookd import __version__
+
+STR = {"type": "string"}
+NSTR = {"type": ["string", "null"]}
+INT = {"type": "integer"}
+NINT = {"type": ["integer", "null"]}
+BOOL = {"type": "boolean"}
+UUID = {"type": "string", "format": "uuid"}
+NUUID = {"type": ["string", "null"], "format": "uuid"}
+TIME = {"type": "string", "format": "date-time"}
+NTIME = {"type": ["string", "null"], "format": "date-time"}
+STRMAP = {"type": "object", "additionalProperties": {"type": "string"}}
+NSTRMAP = {"type": ["object", "null"], "additionalProperties": {"type": "string"}}
+
+EVENT_STATUS = [
+    "received",
+    "accepted",
+    "queued",
+    "delivering",
+    "delivered",
+    "retry_scheduled",
+    "dead_letter",
+    "replayed",
+]
+OUTCOMES = ["pending", "success", "timeout", "network_error", "http_4xx", "http_5xx", "cancelled"]
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict:
+    props = {**required, **(optional or {})}
+    return {"type": "object", "required": list(required), "properties": props}
+
+
+def arr(item: dict) -> dict:
+    return {"type": "array", "items": item}
+
+
+def envelope(schema: dict) -> dict:
+    return obj({"data": schema})
+
+
+SCHEMAS: dict[str, dict] = {
+    "Error": obj({"error": STR}),
+    "Health": obj({"status": STR}),
+    "Account": obj(
+        {"id": UUID, "name": STR, "plan": STR, "created_at": TIME},
+        {"email": NSTR, "retention_days": NINT},
+    ),
+    "APIKey": obj(
+        {"id": UUID, "account_id": UUID, "name": STR, "key_prefix": STR, "created_at": TIME},
+        {"revoked_at": NTIME},
+    ),
+    "APIKeyWithSecret": {
+        "allOf": [ref("APIKey"), obj({"key": {"type": "string", "pattern": "^hk_"}})]
+    },
+    "AccountBootstrap": obj({"account": ref("Account"), "api_key": ref("APIKeyWithSecret")}),
+    "ProviderPreset": obj(
+        {
+            "id": STR,
+            "name": STR,
+            "category": STR,
+            "auth_mode": STR,
+            "header": STR,
+            "description": STR,
+            "docs_url": STR,
+            "color": STR,
+        }
+    ),
+    "DestinationPreset": obj(
+        {
+            "id": STR,
+            "name": STR,
+            "category": STR,
+            "auth_type": {"type": "string", "enum": ["none", "bearer", "api_key"]},
+            "auth_header": STR,
+            "auth_label": STR,
+            "url_hint": STR,
+            "extra_headers": STRMAP,
+            "description": STR,
+            "docs_url": STR,
+            "color": STR,
+        }
+    ),
+    "Source": obj(
+        {
+            "id": UUID,
+            "account_id": UUID,
+            "name": STR,
+            "path_token": STR,
+            "ingest_url": STR,
+            "status": STR,
+            "auth_mode": STR,
+            "created_at": TIME,
+        },
+        {"provider": NSTR, "verification_config": NSTRMAP, "custom_domain_id": NUUID},
+    ),
+    "AuthConfig": {
+        "type": "object",
+        "required": ["type"],
+        "properties": {
+            "type": {"type": "string", "enum": ["none", "bearer", "api_key", "basic"]},
+            "token": STR,
+            "header": STR,
+            "value": STR,
+            "username": STR,
+            "password": STR,
+        },
+        "additionalProperties": {"type": "string"},
+    },
+    "Destination": obj(
+        {
+            "id": UUID,
+            "account_id": UUID,
+            "name": STR,
+            "url": STR,
+            "timeout_seconds": INT,
+            "active": BOOL,
+            "created_at": TIME,
+        },
+        {
+            "auth_config": {"type": ["object", "null"]},
+            "custom_headers": NSTRMAP,
+            "preset": NSTR,
+            "signing_secret": {
+                "type": ["string", "null"],
+                "description": "Masked, except in the create answer.",
+            },
+        },
+    ),
+    "SecretRotation": obj({"destination_id": UUID, "signing_secret": STR}),
+    "RetryPolicy": obj(
+        {
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+            "backoff": {"type": "string", "enum": ["exponential", "linear", "fixed"]},
+        }
+    ),
+    "Route": obj(
+        {
+            "id": UUID,
+            "account_id": UUID,
+            "destination_id": UUID,
+            "retry_policy": ref("RetryPolicy"),
+            "active": BOOL,
+            "created_at": TIME,
+        },
+        {"source_id": NUUID, "event_type_pattern": NSTR},
+    ),
+    "Event": obj(
+        {
+            "id": UUID,
+            "account_id": UUID,
+            "direction": {"type": "string", "enum": ["inbound", "outbound"]},
+            "received_at": TIME,
+            "headers": {"type": "object"},
+            "body": STR,
+            "status": {"type": "string", "enum": EVENT_STATUS},
+            "attempts_count": INT,
+            "created_at": TIME,
+        },
+        {
+            "source_id": NUUID,
+            "event_type": NSTR,
+            "external_event_id": NSTR,
+            "next_attempt_at": NTIME,
+            "final_state": NSTR,
+            "payload_hash": NSTR,
+            "created_by": NSTR,
+            "replay_of": NUUID,
+        },
+    ),
+    "DeliveryAttempt": obj(
+        {
+            "id": UUID,
+            "event_id": UUID,
+            "destination_id": UUID,
+            "attempt_number": INT,
+            "started_at": TIME,
+            "outcome": {"type": "string", "enum": OUTCOMES},
+        },
+        {
+            "finished_at": NTIME,
+            "response_status": NINT,
+            "response_body": NSTR,
+            "error_message": NSTR,
+            "latency_ms": NINT,
+        },
+    ),
+    "EventPage": obj({"items": arr(ref("Event")), "total": INT}),
+    "EventDetail": obj({"event": ref("Event"), "attempts": arr(ref("DeliveryAttempt"))}),
+    "Accepted": obj({"id": UUID, "status": {"type": "string", "enum": EVENT_STATUS}}),
+    "ReplayResult": obj({"original_event_id": UUID, "replay_event_id": UUID, "status": STR}),
+    "Stats": obj(
+        {
+            "by_status": arr(obj({"status": STR, "count": INT})),
+            "daily": arr(
+                obj(
+                    {
+                        "date": {"type": "string", "format": "date"},
+                        "inbound": INT,
+                        "outbound": INT,
+                        "delivered": INT,
+                        "failed": INT,
+                    }
+                )
+            ),
+        }
+    ),
+    "PlatformStats": obj(
+        {
+            "events_processed": INT,
+            "events_delivered": INT,
+            "delivery_attempts": INT,
+            "success_rate_pct": {"type": "number"},
+        }
+    ),
+    "BrandSettings": obj(
+        {"id": UUID, "account_id": UUID, "created_at": TIME, "updated_at": TIME},
+        {
+            "company_name": NSTR,
+            "logo_url": NSTR,
+            "primary_color": NSTR,
+            "support_email": NSTR,
+            "docs_title": NSTR,
+        },
+    ),
+    "CustomDomain": obj(
+        {
+            "id": UUID,
+            "account_id": UUID,
+            "domain": STR,
+            "type": STR,
+            "status": STR,
+            "tls_status": STR,
+            "verification_token": STR,
+            "created_at": TIME,
+        }
+    ),
+}
+
+# Request bodies.
+NAME = {"type": "string", "minLength": 1, "maxLength": 200}
+BODIES: dict[str, dict] = {
+    "Register": obj(
+        {
+            "email": {"type": "string", "format": "email", "maxLength": 254},
+            "password": {"type": "string", "minLength": 8, "maxLength": 1024},
+        },
+        {"name": NAME},
+    ),
+    "Login": obj({"email": STR, "password": STR}),
+    "AccountCreate": obj({"name": NAME}),
+    "APIKeyCreate": obj({}, {"name": NAME}),
+    "SourceCreate": obj(
+        {"name": NAME},
+        {
+            "auth_mode": {
+                "type": "string",
+                "enum": ["none", "hmac", "basic", "bearer", "api_key", "provider"],
+            },
+            "provider": {"type": "string", "maxLength": 64},
+            "verification_config": STRMAP,
+        },
+    ),
+    "DestinationCreate": obj(
+        {"name": NAME, "url": {"type": "string", "format": "uri", "pattern": "^https?://"}},
+        {
+            "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 300},
+            "signing_secret": {"type": "string", "maxLength": 512},
+            "auth_config": ref("AuthConfig"),
+            "custom_headers": STRMAP,
+            "preset": {"type": "string", "maxLength": 64},
+        },
+    ),
+    "DestinationPatch": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "name": NAME,
+            "url": {"type": "string", "format": "uri", "pattern": "^https?://"},
+            "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 300},
+            "active": BOOL,
+            "auth_config": {"oneOf": [ref("AuthConfig"), {"type": "null"}]},
+            "custom_headers": NSTRMAP,
+        },
+    },
+    "SecretRotate": obj({}, {"signing_secret": {"type": "string", "minLength": 16}}),
+    "RouteCreate": obj(
+        {"destination_id": UUID},
+        {
+            "source_id": NUUID,
+            "event_type_pattern": NSTR,
+            "retry_policy": {
+                "type": "object",
+                "properties": {
+                    "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+                    "backoff": {"type": "string", "enum": ["exponential", "linear", "fixed"]},
+                },
+            },
+        },
+    ),
+    "RoutePatch": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "active": BOOL,
+            "event_type_pattern": NSTR,
+            "retry_policy": {
+                "type": "object",
+                "properties": {
+                    "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+                    "backoff": {"type": "string", "enum": ["exponential", "linear", "fixed"]},
+                },
+            },
+        },
+    },
+    "OutboundPublish": obj(
+        {"payload": STR},
+        {"event_type": {"type": "string", "maxLength": 200}, "external_event_id": STR},
+    ),
+    "BrandSettingsUpdate": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "company_name": NSTR,
+            "logo_url": NSTR,
+            "primary_color": {"type": ["string", "null"], "pattern": "^#[0-9A-Fa-f]{6}$"},
+            "support_email": NSTR,
+            "docs_title": NSTR,
+        },
+    },
+    "CustomDomainCreate": obj(
+        {"domain": {"type": "string", "maxLength": 253}},
+        {"type": {"type": "string", "enum": ["ingest", "portal", "api"]}},
+    ),
+}
+
+
+def _error(description: str) -> dict:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": ref("Error")}},
+    }
+
+
+def _ok(status: str, schema: dict | None, description: str) -> dict:
+    if schema is None:
+        return {status: {"description": description}}
+    return {
+        status: {
+            "description": description,
+            "content": {"application/json": {"schema": envelope(schema)}},
+        }
+    }
+
+
+def op(
+    summary: str,
+    status: str,
+    schema: dict | None,
+    *,
+    auth: bool = True,
+    body: str | None = None,
+    body_required: bool = True,
+    params: list[dict] | None = None,
+    errors: tuple[str, ...] = (),
+) -> dict:
+    responses = _ok(status, schema, summary)
+    codes = set(errors)
+    if auth:
+        codes.add("401")
+    if body:
+        codes |= {"400", "413"}
+    if params:
+        codes.add("400")
+    texts = {
+        "400": "The request is malformed; the error names the field.",
+        "401": "Missing, invalid or revoked API key.",
+        "404": "No such object in this account.",
+        "409": "Conflicts with an existing object.",
+        "413": "The body is too large.",
+        "503": "The database is not reachable.",
+    }
+    for code in sorted(codes):
+        responses[code] = _error(texts[code])
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if auth:
+        operation["security"] = [{"bearerAuth": []}]
+    else:
+        operation["security"] = []
+    if body:
+        operation["requestBody"] = {
+            "required": body_required,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+        }
+    if params:
+        operation["parameters"] = params
+    return operation
+
+
+def path_id(name: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": UUID}
+
+
+def query(name: str, schema: dict) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+PAGE = [
+    query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 25}),
+    query("offset", {"type": "integer", "minimum": 0, "maximum": 10_000_000, "default": 0}),
+]
+
+PATHS: dict[str, dict] = {
+    "/openapi.json": {
+        "get": {
+            "summary": "This OpenAPI document",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3.1",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    },
+    "/docs": {
+        "get": {
+            "summary": "API reference for a browser (no external assets)",
+            "security": [],
+            "responses": {
+                "200": {"description": "HTML", "content": {"text/html": {"schema": STR}}}
+            },
+        }
+    },
+    "/healthz": {"get": op("Liveness (no database)", "200", ref("Health"), auth=False)},
+    "/readyz": {
+        "get": op(
+            "Readiness: the database answers", "200", ref("Health"), auth=False, errors=("503",)
+        )
+    },
+    "/v1/auth/register": {
+        "post": op(
+            "Create an account with a login",
+            "201",
+            ref("AccountBootstrap"),
+            auth=False,
+            body="Register",
+            errors=("409",),
+        )
+    },
+    "/v1/auth/login": {
+        "post": op(
+            "Log in; answers a new API key",
+            "200",
+            ref("AccountBootstrap"),
+            auth=False,
+            body="Login",
+            errors=("401",),
+        )
+    },
+    "/v1/accounts": {
+        "post": op(
+            "Create an account (no login)",
+            "201",
+            ref("AccountBootstrap"),
+            auth=False,
+            body="AccountCreate",
+        )
+    },
+    "/v1/api-keys": {
+        "get": op("List API keys", "200", arr(ref("APIKey"))),
+        "post": op(
+            "Create an API key (the key is shown once)",
+            "201",
+            ref("APIKeyWithSecret"),
+            body="APIKeyCreate",
+            body_required=False,
+        ),
+    },
+    "/v1/api-keys/{key_id}": {
+        "delete": op("Revoke an API key", "204", None, params=[path_id("key_id")], errors=("404",))
+    },
+    "/v1/provider-presets": {"get": op("Provider presets", "200", arr(ref("ProviderPreset")))},
+    "/v1/sources": {
+        "get": op("List sources", "200", arr(ref("Source"))),
+        "post": op("Create a source", "201", ref("Source"), body="SourceCreate"),
+    },
+    "/v1/sources/{source_id}": {
+        "get": op(
+            "Get a source", "200", ref("Source"), params=[path_id("source_id")], errors=("404",)
+        ),
+        "delete": op(
+            "Delete a source", "204", None, params=[path_id("source_id")], errors=("404",)
+        ),
+    },
+    "/v1/destination-presets": {
+        "get": op("Destination presets", "200", arr(ref("DestinationPreset")))
+    },
+    "/v1/destinations": {
+        "get": op("List destinations", "200", arr(ref("Destination"))),
+        "post": op("Create a destination", "201", ref("Destination"), body="DestinationCreate"),
+    },
+    "/v1/destinations/{dest_id}": {
+        "get": op(
+            "Get a destination",
+            "200",
+            ref("Destination"),
+            params=[path_id("dest_id")],
+            errors=("404",),
+        ),
+        "patch": op(
+            "Change a destination",
+            "200",
+            ref("Destination"),
+            body="DestinationPatch",
+            params=[path_id("dest_id")],
+            errors=("404",),
+        ),
+        "delete": op(
+            "Delete a destination", "204", None, params=[path_id("dest_id")], errors=("404",)
+        ),
+    },
+    "/v1/destinations/{dest_id}/rotate-secret": {
+        "post": op(
+            "Rotate the signing secret (shown once)",
+            "200",
+            ref("SecretRotation"),
+            body="SecretRotate",
+            body_required=False,
+            params=[path_id("dest_id")],
+            errors=("404",),
+        )
+    },
+    "/v1/routes": {
+        "get": op("List routes", "200", arr(ref("Route"))),
+        "post": op("Create a route", "201", ref("Route"), body="RouteCreate", errors=("404",)),
+    },
+    "/v1/routes/{route_id}": {
+        "patch": op(
+            "Change a route",
+            "200",
+            ref("Route"),
+            body="RoutePatch",
+            params=[path_id("route_id")],
+            errors=("404",),
+        ),
+        "delete": op("Delete a route", "204", None, params=[path_id("route_id")], errors=("404",)),
+    },
+    "/ingest/{token}": {
+        "post": {
+            **op(
+                "Receive a provider's webhook",
+                "202",
+                ref("Accepted"),
+                auth=False,
+                errors=("404", "413"),
+            ),
+            "parameters": [{"name": "token", "in": "path", "required": True, "schema": STR}],
+            "requestBody": {
+                "required": False,
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            },
+        }
+    },
+    "/v1/events": {
+        "get": op(
+            "List events, newest first",
+            "200",
+            ref("EventPage"),
+            params=[
+                *PAGE,
+                query("source_id", UUID),
+                query("status", {"type": "string", "enum": EVENT_STATUS}),
+                query("direction", {"type": "string", "enum": ["inbound", "outbound"]}),
+            ],
+        )
+    },
+    "/v1/events/{event_id}": {
+        "get": op(
+            "Get an event with its attempts",
+            "200",
+            ref("EventDetail"),
+            params=[path_id("event_id")],
+            errors=("404",),
+        )
+    },
+    "/v1/events/{event_id}/replay": {
+        "post": op(
+            "Replay an event",
+            "202",
+            ref("ReplayResult"),
+            params=[path_id("event_id")],
+            errors=("404",),
+        )
+    },
+    "/v1/outbound-events": {
+        "get": op("List outbound events", "200", ref("EventPage"), params=PAGE),
+        "post": op(
+            "Publish an outbound event (idempotent on external_event_id)",
+            "201",
+            ref("Accepted"),
+            body="OutboundPublish",
+        ),
+    },
+    "/v1/outbound-events/{event_id}": {
+        "get": op(
+            "Get an outbound event with its attempts",
+            "200",
+            ref("EventDetail"),
+            params=[path_id("event_id")],
+            errors=("404",),
+        )
+    },
+    "/v1/outbound-events/{event_id}/replay": {
+        "post": op(
+            "Replay an outbound event",
+            "202",
+            ref("ReplayResult"),
+            params=[path_id("event_id")],
+            errors=("404",),
+        )
+    },
+    "/v1/stats": {"get": op("Event counts by status and by day (30 days)", "200", ref("Stats"))},
+    "/v1/platform-stats": {
+        "get": op("Gateway-wide totals", "200", ref("PlatformStats"), auth=False)
+    },
+    "/v1/brand-settings": {
+        "get": op("Brand settings", "200", ref("BrandSettings")),
+        "post": op(
+            "Change brand settings", "200", ref("BrandSettings"), body="BrandSettingsUpdate"
+        ),
+    },
+    "/v1/custom-domains": {
+        "get": op("List custom domains", "200", arr(ref("CustomDomain"))),
+        "post": op(
+            "Add a custom domain",
+            "201",
+            ref("CustomDomain"),
+            body="CustomDomainCreate",
+            errors=("409",),
+        ),
+    },
+}
+
+
+def document(base_url: str | None = None) -> dict:
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "gethookd (GetHook API)",
+            "version": __version__,
+            "description": (
+                "Self-hosted webhook gateway speaking the GetHook API. Successes are wrapped "
+                'in {"data": ...}; errors are {"error": "message"}.'
+            ),
+        },
+        "paths": PATHS,
+        "components": {
+            "schemas": {**SCHEMAS, **BODIES},
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "hk_ API key"}
+            },
+        },
+    }
+    if base_url:
+        doc["servers"] = [{"url": base_url}]
+    return doc

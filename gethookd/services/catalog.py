@@ -1,0 +1,246 @@
+"""Sources, destinations and the routes between them; secrets sealed at rest, masked out."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from typing import Any
+
+from gethookd import crypto
+from gethookd.errors import NotFound
+from gethookd.services.base import Service
+
+_UNSET: Any = object()
+
+
+def _ctx(table_column: str, row_id: Any) -> str:
+    """Associated data binding a ciphertext to its row and column."""
+    return f"{table_column}:{row_id}"
+
+
+class Catalog(Service):
+    # -- sources -------------------------------------------------------------------------
+
+    def create_source(
+        self,
+        account_id: uuid.UUID,
+        name: str,
+        auth_mode: str = "none",
+        provider: str | None = None,
+        verification_config: dict | None = None,
+    ) -> dict:
+        with self.db.transaction() as cur:
+            source = cur.one(
+                "insert_source",
+                {
+                    "account_id": account_id,
+                    "name": name,
+                    "path_token": secrets.token_urlsafe(18),
+                    "auth_mode": auth_mode,
+                    "provider": provider,
+                },
+            )
+            if verification_config:
+                enc = self.box.encrypt(
+                    json.dumps(verification_config),
+                    _ctx("sources.verification_config", source["id"]),
+                )
+                source = cur.one("set_source_verification", {"id": source["id"], "enc": enc})
+        return self.source_view(source)
+
+    def list_sources(self, account_id: uuid.UUID) -> list[dict]:
+        with self.db.transaction() as cur:
+            rows = cur.all("list_sources", {"account_id": account_id})
+        return [self.source_view(s) for s in rows]
+
+    def get_source(self, account_id: uuid.UUID, source_id: uuid.UUID) -> dict:
+        with self.db.transaction() as cur:
+            source = cur.one("get_source", {"id": source_id, "account_id": account_id})
+        if source is None:
+            raise NotFound(f"source {source_id} not found")
+        return self.source_view(source)
+
+    def delete_source(self, account_id: uuid.UUID, source_id: uuid.UUID) -> None:
+        with self.db.transaction() as cur:
+            if cur.one("delete_source", {"id": source_id, "account_id": account_id}) is None:
+                raise NotFound(f"source {source_id} not found")
+
+    def source_view(self, row: dict) -> dict:
+        enc = row.pop("verification_config_enc", None)
+        if enc:
+            config = json.loads(
+                self.box.decrypt(enc, _ctx("sources.verification_config", row["id"]))
+            )
+            row["verification_config"] = {k: crypto.mask(str(v)) for k, v in config.items()}
+        row["ingest_url"] = f"{self.config.BASE_URL}/ingest/{row['path_token']}"
+        return row
+
+    # -- destinations --------------------------------------------------------------------
+
+    def create_destination(
+        self,
+        account_id: uuid.UUID,
+        name: str,
+        url: str,
+        timeout_seconds: int = 30,
+        signing_secret: str | None = None,
+        auth_config: dict | None = None,
+        custom_headers: dict | None = None,
+        preset: str | None = None,
+    ) -> dict:
+        """The signing secret is shown in full here and on rotation, never again."""
+        dest_id = uuid.uuid4()
+        secret = signing_secret or crypto.new_signing_secret()
+        with self.db.transaction() as cur:
+            row = cur.one(
+                "insert_destination",
+                {
+                    "id": dest_id,
+                    "account_id": account_id,
+                    "name": name,
+                    "url": url,
+                    "timeout_seconds": timeout_seconds,
+                    "signing_secret_enc": self._seal_secret(dest_id, secret),
+                    "auth_config_enc": self._seal_auth(dest_id, auth_config),
+                    "custom_headers": custom_headers,
+                    "preset": preset,
+                },
+            )
+        return {**self.destination_view(row), "signing_secret": secret}
+
+    def list_destinations(self, account_id: uuid.UUID) -> list[dict]:
+        with self.db.transaction() as cur:
+            rows = cur.all("list_destinations", {"account_id": account_id})
+        return [self.destination_view(r) for r in rows]
+
+    def get_destination(self, account_id: uuid.UUID, dest_id: uuid.UUID) -> dict:
+        with self.db.transaction() as cur:
+            row = cur.one("get_destination", {"id": dest_id, "account_id": account_id})
+        if row is None:
+            raise NotFound(f"destination {dest_id} not found")
+        return self.destination_view(row)
+
+    def update_destination(self, account_id: uuid.UUID, dest_id: uuid.UUID, changes: dict) -> dict:
+        """PATCH: only the fields present change; auth_config/custom_headers may be cleared."""
+        params: dict[str, Any] = {"id": dest_id, "account_id": account_id}
+        for name in ("name", "url", "timeout_seconds", "active", "custom_headers"):
+            params[name] = changes.get(name)
+            params[f"set_{name}"] = name in changes
+        params["set_auth_config"] = "auth_config" in changes
+        params["auth_config_enc"] = self._seal_auth(dest_id, changes.get("auth_config"))
+        with self.db.transaction() as cur:
+            row = cur.one("update_destination", params)
+        if row is None:
+            raise NotFound(f"destination {dest_id} not found")
+        return self.destination_view(row)
+
+    def rotate_secret(
+        self, account_id: uuid.UUID, dest_id: uuid.UUID, secret: str | None = None
+    ) -> dict:
+        secret = secret or crypto.new_signing_secret()
+        with self.db.transaction() as cur:
+            row = cur.one(
+                "set_destination_secret",
+                {
+                    "id": dest_id,
+                    "account_id": account_id,
+                    "enc": self._seal_secret(dest_id, secret),
+                },
+            )
+        if row is None:
+            raise NotFound(f"destination {dest_id} not found")
+        return {"destination_id": row["id"], "signing_secret": secret}
+
+    def delete_destination(self, account_id: uuid.UUID, dest_id: uuid.UUID) -> None:
+        with self.db.transaction() as cur:
+            if cur.one("delete_destination", {"id": dest_id, "account_id": account_id}) is None:
+                raise NotFound(f"destination {dest_id} not found")
+
+    def _seal_secret(self, dest_id: uuid.UUID, secret: str) -> str:
+        return self.box.encrypt(secret, _ctx("destinations.signing_secret", dest_id))
+
+    def _seal_auth(self, dest_id: uuid.UUID, auth_config: dict | None) -> str | None:
+        if not auth_config:
+            return None
+        return self.box.encrypt(json.dumps(auth_config), _ctx("destinations.auth_config", dest_id))
+
+    def destination_view(self, row: dict) -> dict:
+        secret_enc = row.pop("signing_secret_enc", None)
+        auth_enc = row.pop("auth_config_enc", None)
+        row.pop("updated_at", None)
+        if secret_enc:
+            secret = self.box.decrypt(secret_enc, _ctx("destinations.signing_secret", row["id"]))
+            row["signing_secret"] = crypto.mask(secret)
+        if auth_enc:
+            auth = json.loads(
+                self.box.decrypt(auth_enc, _ctx("destinations.auth_config", row["id"]))
+            )
+            row["auth_config"] = {
+                k: (v if k in ("type", "header", "username") else crypto.mask(str(v)))
+                for k, v in auth.items()
+            }
+        return row
+
+    # -- routes --------------------------------------------------------------------------
+
+    def create_route(
+        self,
+        account_id: uuid.UUID,
+        destination_id: uuid.UUID,
+        source_id: uuid.UUID | None = None,
+        event_type_pattern: str | None = None,
+        max_attempts: int | None = None,
+        backoff: str = "exponential",
+    ) -> dict:
+        with self.db.transaction() as cur:
+            if cur.one("get_destination", {"id": destination_id, "account_id": account_id}) is None:
+                raise NotFound(f"destination {destination_id} not found")
+            if source_id is not None and (
+                cur.one("get_source", {"id": source_id, "account_id": account_id}) is None
+            ):
+                raise NotFound(f"source {source_id} not found")
+            row = cur.one(
+                "insert_route",
+                {
+                    "account_id": account_id,
+                    "source_id": source_id,
+                    "destination_id": destination_id,
+                    "event_type_pattern": event_type_pattern,
+                    "max_attempts": max_attempts or self.config.DEFAULT_MAX_ATTEMPTS,
+                    "backoff": backoff,
+                },
+            )
+        return route_view(row)
+
+    def list_routes(self, account_id: uuid.UUID) -> list[dict]:
+        with self.db.transaction() as cur:
+            return [route_view(r) for r in cur.all("list_routes", {"account_id": account_id})]
+
+    def update_route(self, account_id: uuid.UUID, route_id: uuid.UUID, changes: dict) -> dict:
+        policy = changes.get("retry_policy") or {}
+        params = {
+            "id": route_id,
+            "account_id": account_id,
+            "set_active": "active" in changes,
+            "active": changes.get("active"),
+            "set_pattern": "event_type_pattern" in changes,
+            "event_type_pattern": changes.get("event_type_pattern"),
+            "max_attempts": policy.get("max_attempts"),
+            "backoff": policy.get("backoff"),
+        }
+        with self.db.transaction() as cur:
+            row = cur.one("update_route", params)
+        if row is None:
+            raise NotFound(f"route {route_id} not found")
+        return route_view(row)
+
+    def delete_route(self, account_id: uuid.UUID, route_id: uuid.UUID) -> None:
+        with self.db.transaction() as cur:
+            if cur.one("delete_route", {"id": route_id, "account_id": account_id}) is None:
+                raise NotFound(f"route {route_id} not found")
+
+
+def route_view(row: dict) -> dict:
+    row["retry_policy"] = {"max_attempts": row.pop("max_attempts"), "backoff": row.pop("backoff")}
+    return row

@@ -1,0 +1,260 @@
+"""Events in and out: ingest, publish, list, replay, stats.
+
+An event and the deliveries it needs are written in one transaction, so an event
+is either fully queued or not stored at all; NOTIFY wakes the delivery processes
+when it commits.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import uuid
+from typing import Any
+
+import psycopg2.errors
+
+from gethookd.db import Cursor
+from gethookd.errors import NotFound, TooLarge
+from gethookd.services.base import Service
+
+# Headers that name the event type, by provider; first match wins.
+_EVENT_TYPE_HEADERS = (
+    "x-event-type",
+    "x-github-event",
+    "x-shopify-topic",
+    "x-gitlab-event",
+    "x-gethook-event-type",
+)
+# Request headers never stored with an event (hop-by-hop, or credentials meant for us).
+_DROP_HEADERS = {"authorization", "cookie", "connection", "transfer-encoding", "content-length"}
+
+
+class Events(Service):
+    def ingest(self, token: str, body: bytes, headers: dict[str, str]) -> dict:
+        """Store an inbound webhook and queue its deliveries; committed before the 202."""
+        if len(body) > self.config.MAX_INGEST_BYTES:
+            raise TooLarge(
+                f"webhook body exceeds MAX_INGEST_BYTES ({self.config.MAX_INGEST_BYTES})"
+            )
+        lower = {k.lower(): v for k, v in headers.items()}
+        with self.db.transaction() as cur:
+            source = cur.one("source_by_token", {"token": token})
+            if source is None or source["status"] != "active":
+                raise NotFound("no active source has this ingest URL; check the path token")
+            routes = cur.all("routes_for_source", {"source_id": source["id"]})
+            return self._store(
+                cur,
+                routes,
+                account_id=source["account_id"],
+                direction="inbound",
+                source_id=source["id"],
+                event_type=_event_type(lower, body),
+                external_event_id=None,
+                headers={k: v for k, v in lower.items() if k not in _DROP_HEADERS},
+                body=body,
+                content_type=lower.get("content-type"),
+                created_by=f"source:{source['id']}",
+            )
+
+    def publish(
+        self,
+        account_id: uuid.UUID,
+        payload: str,
+        event_type: str | None = None,
+        external_event_id: str | None = None,
+    ) -> tuple[dict, bool]:
+        """Fan an application's event out to matching routes; (event, created).
+
+        A repeated external_event_id returns the first event and queues nothing.
+        """
+        if external_event_id:
+            with self.db.transaction() as cur:
+                found = cur.one(
+                    "outbound_by_external_id",
+                    {"account_id": account_id, "external_event_id": external_event_id},
+                )
+            if found:
+                return found, False
+        body = payload.encode()
+        try:
+            with self.db.transaction() as cur:
+                routes = cur.all("routes_for_outbound", {"account_id": account_id})
+                event = self._store(
+                    cur,
+                    routes,
+                    account_id=account_id,
+                    direction="outbound",
+                    source_id=None,
+                    event_type=event_type,
+                    external_event_id=external_event_id,
+                    headers={},
+                    body=body,
+                    content_type=_guess_content_type(body),
+                    created_by="api",
+                )
+            return event, True
+        except psycopg2.errors.UniqueViolation:
+            # A concurrent publish with the same external_event_id won the race.
+            with self.db.transaction() as cur:
+                found = cur.one(
+                    "outbound_by_external_id",
+                    {"account_id": account_id, "external_event_id": external_event_id},
+                )
+            return found, False
+
+    def replay(self, account_id: uuid.UUID, event_id: uuid.UUID, direction: str | None) -> dict:
+        """A new event with the original's body and headers, routed and queued again."""
+        with self.db.transaction() as cur:
+            if cur.one("lock_event_for_replay", {"id": event_id, "account_id": account_id}) is None:
+                raise NotFound(f"event {event_id} not found")
+            original = cur.one("get_event", {"id": event_id, "account_id": account_id})
+            if direction and original["direction"] != direction:
+                raise NotFound(f"{direction} event {event_id} not found")
+            if original["direction"] == "inbound":
+                routes = cur.all("routes_for_source", {"source_id": original["source_id"]})
+            else:
+                routes = cur.all("routes_for_outbound", {"account_id": account_id})
+            replay = self._store(
+                cur,
+                routes,
+                account_id=account_id,
+                direction=original["direction"],
+                source_id=original["source_id"],
+                event_type=original["event_type"],
+                external_event_id=original["external_event_id"],
+                headers=original["headers"],
+                body=bytes(original["body"]),
+                content_type=original["content_type"],
+                created_by=f"replay:{event_id}",
+                replay_of=event_id,
+            )
+            cur.run("mark_replayed", {"id": event_id})
+        return {
+            "original_event_id": event_id,
+            "replay_event_id": replay["id"],
+            "status": replay["status"],
+        }
+
+    def _store(self, cur: Cursor, routes: list[dict], **event: Any) -> dict:
+        """Insert the event and one delivery per matching destination (the strictest route)."""
+        targets: dict[Any, dict] = {}
+        for route in routes:
+            if not matches(route["event_type_pattern"], event["event_type"]):
+                continue
+            best = targets.get(route["destination_id"])
+            if best is None or route["max_attempts"] > best["max_attempts"]:
+                targets[route["destination_id"]] = route
+        event.setdefault("replay_of", None)
+        row = cur.one(
+            "insert_event",
+            {
+                **event,
+                "status": "queued" if targets else "accepted",
+                "payload_hash": "sha256:" + hashlib.sha256(event["body"]).hexdigest(),
+            },
+        )
+        for dest, route in targets.items():
+            cur.run(
+                "insert_delivery",
+                {
+                    "event_id": row["id"],
+                    "destination_id": dest,
+                    "account_id": event["account_id"],
+                    "max_attempts": route["max_attempts"],
+                    "backoff": route["backoff"],
+                },
+            )
+        if targets:
+            cur.run("notify_deliveries")
+        return row
+
+    def list_events(
+        self,
+        account_id: uuid.UUID,
+        limit: int,
+        offset: int,
+        source_id: uuid.UUID | None = None,
+        status: str | None = None,
+        direction: str | None = None,
+    ) -> dict:
+        params = {
+            "account_id": account_id,
+            "limit": limit,
+            "offset": offset,
+            "source_id": source_id,
+            "status": status,
+            "direction": direction,
+        }
+        with self.db.transaction() as cur:
+            items = cur.all("list_events", params)
+            total = cur.one("count_events", params)["total"]
+        return {"items": [event_view(e) for e in items], "total": total}
+
+    def get_event(
+        self, account_id: uuid.UUID, event_id: uuid.UUID, direction: str | None = None
+    ) -> dict:
+        with self.db.transaction() as cur:
+            event = cur.one("get_event", {"id": event_id, "account_id": account_id})
+            if event is None or (direction and event["direction"] != direction):
+                raise NotFound(f"event {event_id} not found")
+            attempts = cur.all("list_attempts", {"event_id": event_id})
+        return {"event": event_view(event), "attempts": attempts}
+
+    def stats(self, account_id: uuid.UUID) -> dict:
+        with self.db.transaction() as cur:
+            by_status = cur.all("stats_by_status", {"account_id": account_id})
+            daily = cur.all("stats_daily", {"account_id": account_id})
+        return {"by_status": by_status, "daily": daily}
+
+    def platform_stats(self) -> dict:
+        with self.db.transaction() as cur:
+            row = cur.one("platform_stats")
+        finished = row.pop("finished")
+        successes = row.pop("successes")
+        row["success_rate_pct"] = round(100.0 * successes / finished, 2) if finished else 0.0
+        return row
+
+    def ready(self) -> bool:
+        try:
+            with self.db.transaction() as cur:
+                cur.raw.execute("SELECT 1")
+            return True
+        except psycopg2.Error:
+            return False
+
+
+def matches(pattern: str | None, event_type: str | None) -> bool:
+    """Route filter: no pattern or `*` takes everything; otherwise a glob on event_type."""
+    if not pattern or pattern == "*":
+        return True
+    return event_type is not None and fnmatch.fnmatchcase(event_type, pattern)
+
+
+def _event_type(headers: dict[str, str], body: bytes) -> str | None:
+    for name in _EVENT_TYPE_HEADERS:
+        if headers.get(name):
+            return headers[name][:200]
+    if body[:1] == b"{" and "json" in headers.get("content-type", ""):
+        try:
+            value = json.loads(body).get("type")
+        except (ValueError, AttributeError):
+            return None
+        if isinstance(value, str):
+            return value[:200]
+    return None
+
+
+def _guess_content_type(body: bytes) -> str:
+    try:
+        json.loads(body)
+    except ValueError:
+        return "text/plain; charset=utf-8"
+    return "application/json"
+
+
+def event_view(row: dict) -> dict:
+    row["body"] = bytes(row["body"]).decode("utf-8", errors="replace")
+    row.pop("content_type", None)
+    return row
