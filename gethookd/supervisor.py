@@ -1,13 +1,15 @@
 """The master process: fork the role processes, keep the desired set alive, act on signals.
 
-Modelled on gunicorn's arbiter: signal handlers only queue the signal and wake the
-main loop, which does all the work. This module knows nothing of webhooks and never
-imports gevent or psycopg2; each role is imported in its child, after fork.
+Modelled on gunicorn's arbiter: signal handlers only record the signal and wake the
+main loop, which does all the work. Everything the loop asks of the operating system
+goes through `OS` (fork, kill, reap, clock, listening socket, readiness pipes, systemd),
+so `Supervisor.step` is tested with a fake. This module knows nothing of webhooks and
+never imports gevent or psycopg2; each role is imported in its child, after fork.
 """
 
 from __future__ import annotations
 
-import errno
+import ctypes
 import logging
 import os
 import select
@@ -17,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gethookd.config import Config, ConfigError
+from gethookd.config import Config
 
 log = logging.getLogger("gethookd.supervisor")
 
@@ -31,6 +33,11 @@ BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
 HEALTHY_AFTER = 30.0  # a child that ran this long starts its backoff from scratch
 READY_WAIT = 30.0  # on reload, old children retire when the new ones are ready or after this
+FAST_STOP_GRACE = 10.0  # after SIGINT/SIGQUIT, children still alive this long are killed
+STOP_GRACE = 10.0  # added to DRAIN_TIMEOUT before a graceful stop turns into SIGKILL
+
+# The signals the master handles; blocked across fork so a child never runs its handlers.
+HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
 
 STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL = (
     "starting",
@@ -40,6 +47,13 @@ STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL = (
     "exited",
     "fatal",
 )
+
+Role = Callable[[Config, int, Callable[[], None], int | None], int]
+
+
+def backoff_delay(restarts: int) -> float:
+    """0.5, 1, 2, 4, ... seconds, capped at BACKOFF_MAX."""
+    return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(restarts, 16))
 
 
 @dataclass
@@ -55,6 +69,7 @@ class Child:
     restarts: int = 0
     started_at: float = 0.0
     next_start: float = 0.0
+    kill_at: float | None = None  # SIGKILL if still alive then (set when asked to stop)
 
     @property
     def name(self) -> str:
@@ -64,24 +79,53 @@ class Child:
 class OS:
     """The operating system as the supervisor sees it; tests pass a fake."""
 
+    def __init__(self) -> None:
+        self._wake_r = self._wake_w = -1
+
     def fork(self, child_main: Callable[[int], int]) -> tuple[int, int]:
-        """Start child_main(ready_write_fd) in a child; returns (pid, ready_read_fd)."""
+        """Start child_main(ready_write_fd) in a child; returns (pid, ready_read_fd).
+
+        The child starts with default signal dispositions: the master's handlers and
+        wakeup pipe are undone before any signal can reach it.
+        """
         read_fd, write_fd = os.pipe()
-        pid = os.fork()
+        parent = os.getpid()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
         if pid == 0:
             code = EXIT_ERROR
             try:
+                self._become_child()
+                _die_with(parent)
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 os.close(read_fd)
                 code = child_main(write_fd)
             except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else EXIT_ERROR
+                code = EXIT_OK if exc.code is None else exc.code
+                code = code if isinstance(code, int) else EXIT_ERROR
             except BaseException:
                 log.exception("child crashed")
             finally:
                 logging.shutdown()
                 os._exit(code)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(write_fd)
         return pid, read_fd
+
+    def _become_child(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for sig in HANDLED:
+            signal.signal(sig, signal.SIG_DFL)
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
 
     def kill(self, pid: int, sig: int) -> None:
         try:
@@ -104,13 +148,63 @@ class OS:
     def now(self) -> float:
         return time.monotonic()
 
+    def listen(self, host: str, port: int) -> int:
+        """Bind the API's listening socket; returns its file descriptor."""
+        return bind(host, port).detach()
+
+    def close(self, fd: int) -> None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+    def install_signals(self, record: Callable[[int], None]) -> None:
+        """Handlers only record the signal; the wakeup pipe interrupts `wait`."""
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        signal.set_wakeup_fd(self._wake_w)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+            signal.signal(sig, lambda signum, _frame: record(signum))
+        # A handler (not SIG_DFL) so that a child's death writes to the wakeup fd.
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+
+    def wait(self, fds: list[int], timeout: float) -> list[tuple[int, bytes]]:
+        """Sleep until a signal, a readiness pipe or the timeout; returns what the pipes said.
+
+        b"" means the child closed its end without a word (it is exiting).
+        """
+        watch = [fd for fd in [self._wake_r, *fds] if fd >= 0]
+        try:
+            readable, _, _ = select.select(watch, [], [], timeout)
+        except InterruptedError:
+            return []
+        said = []
+        for fd in readable:
+            if fd == self._wake_r:
+                try:
+                    while os.read(fd, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                continue
+            try:
+                data = os.read(fd, 64)
+            except OSError:
+                data = b""
+            said.append((fd, data))
+        return said
+
+    def notify(self, message: str) -> None:
+        sd_notify(message)
+
 
 class Supervisor:
     def __init__(
         self,
         config: Config,
         reload_config: Callable[[], Config],
-        roles: dict[str, Callable[[Config, int, Callable[[], None], int | None], int]],
+        roles: dict[str, Role],
         role: str = "all",
         system: OS | None = None,
     ) -> None:
@@ -122,12 +216,10 @@ class Supervisor:
         self.children: list[Child] = []
         self.generation = 0
         self.mood = "running"  # running, stopping
-        self.stop_deadline: float | None = None
         self.retire_at: float | None = None
         self.exit_code = EXIT_OK
         self.signals: list[int] = []
-        self.listener: socket.socket | None = None
-        self._wake_r, self._wake_w = -1, -1
+        self.listen_fd: int | None = None
         self._notified_ready = False
 
     # -- the desired set ---------------------------------------------------------------
@@ -140,19 +232,39 @@ class Supervisor:
             slots += [("worker", i) for i in range(1, self.config.WORKER_PROCESSES + 1)]
         return slots
 
+    @property
+    def serves_api(self) -> bool:
+        return self.role in ("all", "api")
+
+    def start(self) -> bool:
+        """Open the listening socket and start the first generation; False if we cannot."""
+        if self.serves_api:
+            try:
+                self.listen_fd = self.os.listen(self.config.HOST, self.config.PORT)
+            except OSError as exc:
+                log.error(
+                    "cannot listen on %s:%s: %s", self.config.HOST, self.config.PORT, exc.strerror
+                )
+                self.exit_code = EXIT_BOOT
+                return False
+        self.start_generation()
+        return True
+
     def start_generation(self) -> None:
         self.generation += 1
+        self._notified_ready = False
         for role, index in self.desired():
             child = Child(role, index, self.generation)
             self.children.append(child)
             self.spawn(child)
 
     def spawn(self, child: Child) -> None:
-        config, listen_fd = self.config, self._listen_fd(child.role)
+        config = self.config
+        listen_fd = self.listen_fd if child.role == "api" else None
         target = self.roles[child.role]
 
         def child_main(ready_fd: int) -> int:
-            self._become_child()
+            self._become_child(child)
 
             def ready() -> None:
                 try:
@@ -163,82 +275,71 @@ class Supervisor:
 
             return target(config, child.index, ready, listen_fd)
 
-        child.pid, child.ready_fd = self.os.fork(child_main)
         child.state = STARTING
+        child.kill_at = None
         child.started_at = self.os.now()
+        try:
+            child.pid, child.ready_fd = self.os.fork(child_main)
+        except OSError as exc:
+            log.error("cannot start %s: %s", child.name, exc)
+            child.pid = None
+            self._backoff(child)
+            return
         log.info("started %s (pid %d, generation %d)", child.name, child.pid, child.generation)
 
-    def _listen_fd(self, role: str) -> int | None:
-        if role != "api":
-            return None
-        if self.listener is None:
-            self.listener = bind(self.config.HOST, self.config.PORT)
-        return self.listener.fileno()
-
-    def _become_child(self) -> None:
-        """Undo the master's process-wide state before the role takes over."""
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)
+    def _become_child(self, me: Child) -> None:
+        """In the new child: let go of what belongs to the master and the other children."""
         for other in self.children:
             if other.ready_fd is not None:
-                try:
-                    os.close(other.ready_fd)
-                except OSError:
-                    pass
+                self.os.close(other.ready_fd)
+        if self.listen_fd is not None and me.role != "api":
+            self.os.close(self.listen_fd)
+        # Only the master talks to systemd (gunicorn would announce READY=1 on its own).
+        os.environ.pop("NOTIFY_SOCKET", None)
 
     # -- one turn of the main loop -------------------------------------------------------
 
     def step(self) -> bool:
-        """Handle queued signals, reap, reconcile; False once everything has stopped."""
+        """Handle recorded signals, reap, reconcile; False once everything has stopped."""
         while self.signals:
             self.handle_signal(self.signals.pop(0))
         for pid, code in self.os.reap():
             self.child_exited(pid, code)
         now = self.os.now()
+        for child in self.children:
+            if child.pid is not None and child.kill_at is not None and now >= child.kill_at:
+                log.warning("%s (pid %d) did not stop in time; killing it", child.name, child.pid)
+                self.os.kill(child.pid, signal.SIGKILL)
+                child.kill_at = None
         if self.mood == "stopping":
-            live = [c for c in self.children if c.pid is not None]
-            if not live:
-                return False
-            if self.stop_deadline is not None and now >= self.stop_deadline:
-                for child in live:
-                    log.warning(
-                        "%s (pid %d) did not stop in time; killing it", child.name, child.pid
-                    )
-                    self.os.kill(child.pid, signal.SIGKILL)
-                self.stop_deadline = None
-            return True
+            return any(c.pid is not None for c in self.children)
         for child in self.children:
             if child.state == BACKOFF and now >= child.next_start:
                 self.spawn(child)
-        self._retire_old_generations(now)
+        ready = self._generation_ready()
+        if ready and not self._notified_ready:
+            self._notified_ready = True
+            self.os.notify("READY=1")
+        self._retire_old_generations(now, ready)
         return True
 
-    def mark_ready(self, fd: int) -> None:
-        for child in self.children:
-            if child.ready_fd == fd:
-                child.state = RUNNING
-                self._close_ready(child)
-                log.info("%s (pid %d) is ready", child.name, child.pid)
+    def _generation_ready(self) -> bool:
         current = [c for c in self.children if c.generation == self.generation]
-        if not self._notified_ready and all(c.state == RUNNING for c in current):
-            self._notified_ready = True
-            sd_notify("READY=1")
+        return all(c.state == RUNNING for c in current)
 
-    def _forget_ready_fd(self, fd: int) -> None:
-        for child in self.children:
-            if child.ready_fd == fd:
-                self._close_ready(child)
+    def child_ready(self, fd: int, said: bytes) -> None:
+        """A readiness pipe spoke: a byte means ready, end-of-file means it is exiting."""
+        child = next((c for c in self.children if c.ready_fd == fd), None)
+        if child is None:
+            return
+        self._close_ready(child)
+        if said and child.state == STARTING:
+            child.state = RUNNING
+            log.info("%s (pid %d) is ready", child.name, child.pid)
 
     def _close_ready(self, child: Child) -> None:
         if child.ready_fd is not None:
-            try:
-                os.close(child.ready_fd)
-            except OSError:
-                pass
+            self.os.close(child.ready_fd)
             child.ready_fd = None
 
     def handle_signal(self, sig: int) -> None:
@@ -250,18 +351,24 @@ class Supervisor:
             self.stop(graceful=False)
 
     def stop(self, graceful: bool) -> None:
+        """SIGTERM: children drain (bounded); SIGINT/SIGQUIT: children stop at once."""
         if self.mood == "stopping" and graceful:
             return
         log.info("%s shutdown requested", "graceful" if graceful else "fast")
-        sd_notify("STOPPING=1")
+        if self.mood != "stopping":
+            self.os.notify("STOPPING=1")
         self.mood = "stopping"
         sig = signal.SIGTERM if graceful else signal.SIGQUIT
+        grace = self.config.DRAIN_TIMEOUT + STOP_GRACE if graceful else FAST_STOP_GRACE
+        deadline = self.os.now() + grace
         for child in self.children:
             if child.pid is not None:
-                child.state = STOPPING
-                self.os.kill(child.pid, sig)
-        grace = self.config.DRAIN_TIMEOUT + 10 if graceful else 10
-        self.stop_deadline = self.os.now() + grace
+                self._ask_to_stop(child, sig, deadline)
+
+    def _ask_to_stop(self, child: Child, sig: int, deadline: float) -> None:
+        child.state = STOPPING
+        child.kill_at = deadline if child.kill_at is None else min(child.kill_at, deadline)
+        self.os.kill(child.pid, sig)
 
     def reload(self) -> None:
         """New configuration, new generation; the old one retires once the new is ready."""
@@ -269,41 +376,55 @@ class Supervisor:
             return
         try:
             new = self.reload_config()
-        except ConfigError as exc:
+        except Exception as exc:  # a bad file must never take the running daemon down
             log.error("reload refused, keeping the running configuration: %s", exc)
             return
-        sd_notify("RELOADING=1")
+        address = (new.HOST, new.PORT)
+        if self.serves_api and address != (self.config.HOST, self.config.PORT):
+            try:
+                fd = self.os.listen(*address)
+            except OSError as exc:
+                log.error(
+                    "reload refused, keeping the running configuration: cannot listen on %s:%s: %s",
+                    *address,
+                    exc.strerror,
+                )
+                return
+            if self.listen_fd is not None:
+                self.os.close(self.listen_fd)  # the old API keeps its own copy until it retires
+            self.listen_fd = fd
+        self.os.notify(f"RELOADING=1\nMONOTONIC_USEC={int(self.os.now() * 1_000_000)}")
         log.info("reloading configuration (generation %d)", self.generation + 1)
-        if (new.HOST, new.PORT) != (self.config.HOST, self.config.PORT) and self.listener:
-            self.listener.close()  # children of the old generation keep their copy open
-            self.listener = None
         self.config = new
-        for child in self.children:
-            if child.state == BACKOFF:  # never started: nothing to retire
-                child.state = EXITED
-        self.children = [c for c in self.children if c.state != EXITED]
-        self._notified_ready = False
+        # Slots waiting out a backoff were never started: nothing to retire, just forget them.
+        self.children = [c for c in self.children if c.pid is not None]
         self.start_generation()
         self.retire_at = self.os.now() + READY_WAIT
 
-    def _retire_old_generations(self, now: float) -> None:
+    def _retire_old_generations(self, now: float, ready: bool) -> None:
         old = [c for c in self.children if c.generation < self.generation and c.state != STOPPING]
         if not old:
+            self.retire_at = None
             return
-        current = [c for c in self.children if c.generation == self.generation]
-        all_ready = all(c.state == RUNNING for c in current)
-        if all_ready or (self.retire_at is not None and now >= self.retire_at):
-            for child in old:
-                if child.pid is None:
-                    self.children.remove(child)
-                    continue
-                log.info(
-                    "retiring %s (pid %d, generation %d)", child.name, child.pid, child.generation
-                )
-                child.state = STOPPING
-                self.os.kill(child.pid, signal.SIGTERM)
-            if all_ready:
-                sd_notify("READY=1")
+        if not ready and (self.retire_at is None or now < self.retire_at):
+            return
+        self.retire_at = None
+        if not ready:
+            log.warning(
+                "generation %d is not ready after %.0fs; retiring the old one anyway",
+                self.generation,
+                READY_WAIT,
+            )
+        deadline = now + self.config.DRAIN_TIMEOUT + STOP_GRACE
+        for child in old:
+            if child.pid is None:
+                self.children.remove(child)
+                continue
+            log.info("retiring %s (pid %d, generation %d)", child.name, child.pid, child.generation)
+            self._ask_to_stop(child, signal.SIGTERM, deadline)
+        if not ready and not self._notified_ready:
+            self._notified_ready = True
+            self.os.notify("READY=1")  # serving, if not with the whole new generation
 
     def child_exited(self, pid: int, code: int) -> None:
         child = next((c for c in self.children if c.pid == pid), None)
@@ -311,6 +432,7 @@ class Supervisor:
             return
         self._close_ready(child)
         child.pid = None
+        child.kill_at = None
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
         if child.state == STOPPING or self.mood == "stopping":
             log.info("%s stopped (%s)", child.name, how)
@@ -324,83 +446,84 @@ class Supervisor:
             self.exit_code = EXIT_BOOT
             self.stop(graceful=True)
             return
+        if child.generation < self.generation:
+            log.warning(
+                "%s of the replaced generation %d died (%s); not restarted",
+                child.name,
+                child.generation,
+                how,
+            )
+            self.children.remove(child)
+            return
+        delay = self._backoff(child)
+        log.error("%s (pid %d) died (%s); restarting in %.1fs", child.name, pid, how, delay)
+
+    def _backoff(self, child: Child) -> float:
         now = self.os.now()
         if now - child.started_at >= HEALTHY_AFTER:
             child.restarts = 0
-        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2**child.restarts)
+        delay = backoff_delay(child.restarts)
         child.restarts += 1
         child.state = BACKOFF
         child.next_start = now + delay
-        log.error("%s (pid %d) died (%s); restarting in %.1fs", child.name, pid, how, delay)
+        return delay
 
     # -- the real loop -------------------------------------------------------------------
 
     def run(self) -> int:
-        self._install_signals()
-        self.start_generation()
-        while self.step():
-            self._wait(self._timeout())
-        self._close_listener()
+        self.os.install_signals(self.signals.append)
+        if self.start():
+            while self.step():
+                for fd, said in self.os.wait(self._ready_fds(), self._timeout()):
+                    self.child_ready(fd, said)
+        if self.listen_fd is not None:
+            self.os.close(self.listen_fd)
+            self.listen_fd = None
         log.info("gethookd stopped")
         return self.exit_code
 
+    def _ready_fds(self) -> list[int]:
+        return [c.ready_fd for c in self.children if c.ready_fd is not None]
+
     def _timeout(self) -> float:
         now = self.os.now()
-        waits = [1.0] + [max(0.0, c.next_start - now) for c in self.children if c.state == BACKOFF]
-        return min(waits)
+        moments = [c.next_start for c in self.children if c.state == BACKOFF]
+        moments += [c.kill_at for c in self.children if c.kill_at is not None]
+        if self.retire_at is not None:
+            moments.append(self.retire_at)
+        return max(0.0, min([1.0] + [m - now for m in moments]))
 
-    def _wait(self, timeout: float) -> None:
-        fds = [self._wake_r] + [c.ready_fd for c in self.children if c.ready_fd is not None]
-        try:
-            readable, _, _ = select.select(fds, [], [], timeout)
-        except OSError as exc:
-            if exc.errno == errno.EINTR:
-                return
-            raise
-        for fd in readable:
-            if fd == self._wake_r:
-                try:
-                    while os.read(self._wake_r, 4096):
-                        pass
-                except BlockingIOError:
-                    pass
-            else:
-                try:
-                    said = os.read(fd, 16)
-                except OSError:
-                    said = b""
-                if said:
-                    self.mark_ready(fd)
-                else:  # the child closed its end without a word: it is exiting
-                    self._forget_ready_fd(fd)
 
-    def _install_signals(self) -> None:
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        signal.set_wakeup_fd(self._wake_w)
+PR_SET_PDEATHSIG = 1
 
-        def queue_signal(signum: int, _frame: object) -> None:
-            self.signals.append(signum)
 
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
-            signal.signal(sig, queue_signal)
-        # A handler (not SIG_DFL) so that a child's death writes to the wakeup fd.
-        signal.signal(signal.SIGCHLD, lambda *_: None)
+def _die_with(parent: int) -> None:
+    """Have the kernel send this child SIGTERM if the master dies, even by SIGKILL.
 
-    def _close_listener(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
+    Otherwise an orphaned delivery process would go on claiming work under an old
+    configuration (gunicorn's workers already watch their parent; its arbiter does not).
+    Linux only; elsewhere a no-op.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the master died before we asked: same outcome
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def bind(host: str, port: int) -> socket.socket:
     """The API's listening socket, owned by the master so reloads drop no connection."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
     sock.set_inheritable(True)
     return sock
 

