@@ -1,13 +1,16 @@
-"""The delivery queue in PostgreSQL: claim with a lease, record outcomes fenced by it."""
+"""The delivery queue in PostgreSQL: claim with a lease, record outcomes fenced by it.
+
+Every function here runs one short transaction and has committed when it returns, so
+no transaction is ever open while a request is on the wire.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
 from gethookd.db import Database
-from gethookd.deliver import RESPONSE_BODY_LIMIT, Outcome
+from gethookd.deliver import Outcome, cap_text
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,8 @@ class Job:
 
 
 def claim(db: Database, limit: int, lease_seconds: float) -> list[Job]:
-    """Committed before it returns, so no transaction stays open while sending."""
+    """Lease up to `limit` due deliveries (or ones whose lease expired) and open an attempt
+    for each; an expired lease's unfinished attempt is recorded as cancelled."""
     if limit <= 0:
         return []
     with db.transaction() as cur:
@@ -46,41 +50,44 @@ def claim(db: Database, limit: int, lease_seconds: float) -> list[Job]:
 
 
 def finish(db: Database, job: Job, result: Outcome, retry_in: float | None) -> str | None:
-    """Record the attempt and schedule the next step; None if the lease was lost.
+    """Record the attempt and schedule the next step; the delivery's new status
+    ('succeeded', 'pending' for a retry, 'dead', or 'cancelled' when the event was replayed
+    meanwhile), or None if the lease was lost and nothing was changed.
 
     retry_in is None for a success or a final failure (dead letter).
     """
     if result.ok:
-        status, next_at = "succeeded", None
+        status = "succeeded"
     elif retry_in is None:
-        status, next_at = "dead", None
+        status = "dead"
     else:
         status = "pending"
-        next_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=retry_in)
     with db.transaction() as cur:
-        fenced = cur.one(
+        row = cur.one(
             "finish_delivery",
             {
+                "event_id": job.event_id,
                 "status": status,
-                "next_attempt_at": next_at,
+                "retry_in": max(0.0, retry_in or 0.0),
                 "delivery_id": job.delivery_id,
                 "lease_token": job.lease_token,
-            },
-        )
-        if fenced is None:
-            return None
-        body = result.response_body
-        cur.run(
-            "finish_attempt",
-            {
                 "attempt_id": job.attempt_id,
                 "outcome": result.outcome,
                 "response_status": result.response_status,
-                "response_body": body[:RESPONSE_BODY_LIMIT] if body else body,
-                "error_message": result.error_message,
+                "response_body": cap_text(result.response_body),
+                "error_message": cap_text(result.error_message),
                 "latency_ms": result.latency_ms,
             },
         )
-        cur.run("lock_event", {"event_id": job.event_id})
-        cur.run("refresh_event_status", {"event_id": job.event_id})
-    return status
+        if row is None:
+            return None
+        if row["status"] == "pending" and not retry_in:
+            cur.run("notify_deliveries")  # due at once: let any delivery process take it
+    return row["status"]
+
+
+def release(db: Database, job: Job, reason: str, latency_ms: int = 0) -> str | None:
+    """Give a lease back before it expires (the process is stopping mid-send): the attempt
+    is recorded as cancelled and the delivery is due again at once. None if the lease was
+    already gone (the attempt was recorded after all, or another worker took it over)."""
+    return finish(db, job, Outcome("cancelled", None, None, reason, latency_ms), retry_in=0.0)

@@ -1,4 +1,4 @@
-"""Retry policy: after a failed attempt, when to try again, or give up."""
+"""Retry policy: after a failed attempt, when to try again, or give up. Pure: no I/O."""
 
 from __future__ import annotations
 
@@ -15,18 +15,23 @@ def next_delay(
     cap: float,
     rand: random.Random | None = None,
 ) -> float | None:
-    """Seconds until the next attempt, or None when the delivery is dead-lettered.
+    """Seconds until the next attempt after attempt `attempt_number` (1-based) failed, or
+    None when that was the last one allowed and the delivery is dead-lettered.
 
-    Jitter ("equal jitter": half fixed, half random) spreads retries of events
-    that failed together, so a recovering destination is not hit by a wave.
+    Before jitter: fixed waits `base`, linear `base * n`, exponential `base * 2**(n-1)`,
+    each at most `cap` (an unknown backoff counts as exponential). Jitter ("equal
+    jitter": half fixed, half random) then gives a delay in [d/2, d], which spreads the
+    retries of events that failed together, so a recovering destination is not hit by a
+    wave.
     """
     if attempt_number >= max_attempts:
         return None
+    n = max(1, attempt_number)
     if backoff == "fixed":
         delay = base
     elif backoff == "linear":
-        delay = base * attempt_number
+        delay = base * n
     else:
-        delay = base * 2 ** (attempt_number - 1)
-    delay = min(cap, delay)
+        delay = base * 2.0 ** min(n - 1, 64)  # bounded exponent: no float overflow
+    delay = max(0.0, min(cap, delay))
     return delay / 2 + (rand or random).uniform(0, delay / 2)
