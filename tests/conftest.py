@@ -5,6 +5,8 @@ real `gethookd run` daemons."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
@@ -42,12 +44,16 @@ def pg_admin_url(tmp_path_factory) -> str:
         return
     from gethookd.embedded import EmbeddedPostgres
 
-    server = EmbeddedPostgres(str(tmp_path_factory.mktemp("embedded-pg")))
+    # Not under pytest's basetemp: pytest prunes old basetemps, which would pull the data
+    # directory from under a server that a concurrent pytest session still runs.
+    data_dir = tempfile.mkdtemp(prefix="gethookd-test-pg-")
+    server = EmbeddedPostgres(data_dir)
     dsn = server.start()
     try:
         yield with_database(dsn, "postgres")
     finally:
         server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _admin(url: str):

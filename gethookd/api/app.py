@@ -49,6 +49,26 @@ class Auth:
         req.context.account_id = self.gw.authenticate(key.strip())
 
 
+class QueryCheck:
+    """An unknown query parameter is an error, so `?stauts=` is not silently ignored.
+
+    A resource lists what it takes in `query_params`; None takes anything (ingest URLs).
+    """
+
+    def process_resource(self, req: falcon.Request, resp, resource, params) -> None:
+        if resource is None or req.method == "OPTIONS":
+            return
+        allowed = getattr(resource, "query_params", ())
+        if allowed is None:
+            return
+        unknown = sorted(set(req.params) - set(allowed))
+        if unknown:
+            hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+            raise falcon.HTTPBadRequest(
+                description=f"unknown query parameter(s): {', '.join(unknown)}{hint}"
+            )
+
+
 class Cors:
     def __init__(self, origin: str) -> None:
         self.origin = origin
@@ -123,10 +143,11 @@ ROUTES = {
 
 
 def create_app(gateway: Gateway) -> falcon.App:
-    app = falcon.App(middleware=[Cors(gateway.config.CORS_ORIGIN), Auth(gateway)])
+    app = falcon.App(middleware=[Cors(gateway.config.CORS_ORIGIN), Auth(gateway), QueryCheck()])
     handler = falcon.media.JSONHandler(dumps=to_json)
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = handler
     app.req_options.strip_url_path_trailing_slash = True
+    app.req_options.keep_blank_qs_values = True
 
     for path, resource in ROUTES.items():
         app.add_route(path, resource(gateway))

@@ -20,6 +20,12 @@ NUUID = {"type": ["string", "null"], "format": "uuid"}
 TIME = {"type": "string", "format": "date-time"}
 NTIME = {"type": ["string", "null"], "format": "date-time"}
 STRMAP = {"type": "object", "additionalProperties": {"type": "string"}}
+# Request maps: PostgreSQL text and jsonb cannot hold NUL.
+REQ_STRMAP = {
+    "type": "object",
+    "propertyNames": {"pattern": "^[^\\u0000]*$"},
+    "additionalProperties": {"type": "string", "pattern": "^[^\\u0000]*$"},
+}
 NSTRMAP = {"type": ["object", "null"], "additionalProperties": {"type": "string"}}
 
 EVENT_STATUS = [
@@ -107,19 +113,6 @@ SCHEMAS: dict[str, dict] = {
         },
         {"provider": NSTR, "verification_config": NSTRMAP, "custom_domain_id": NUUID},
     ),
-    "AuthConfig": {
-        "type": "object",
-        "required": ["type"],
-        "properties": {
-            "type": {"type": "string", "enum": ["none", "bearer", "api_key", "basic"]},
-            "token": STR,
-            "header": STR,
-            "value": STR,
-            "username": STR,
-            "password": STR,
-        },
-        "additionalProperties": {"type": "string"},
-    },
     "Destination": obj(
         {
             "id": UUID,
@@ -250,38 +243,110 @@ SCHEMAS: dict[str, dict] = {
     ),
 }
 
+
+def nullable(schema: dict) -> dict:
+    """The contract: an optional field may be omitted or null."""
+    if "$ref" in schema or "oneOf" in schema:
+        return {"oneOf": [schema, {"type": "null"}]}
+    kind = schema.get("type", "object")
+    kinds = kind if isinstance(kind, list) else [kind]
+    widened = {**schema, "type": sorted(set(kinds) | {"null"})}
+    if "enum" in schema and None not in schema["enum"]:
+        widened["enum"] = [*schema["enum"], None]
+    return widened
+
+
+def req_obj(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict:
+    """A request body: optional fields may also be sent as null."""
+    return obj(required, {k: nullable(v) for k, v in (optional or {}).items()})
+
+
 # Request bodies.
-NAME = {"type": "string", "minLength": 1, "maxLength": 200}
+def text(max_len: int = 200) -> dict:
+    """A string with something in it besides white space (the API strips and rejects empty)."""
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": max_len,
+        "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
+    }
+
+
+NAME = text()
+LINE = {"type": "string", "maxLength": 4096, "pattern": "^[^\\r\\n\\u0000]*$"}
+HEADER_NAME = {"type": "string", "pattern": "^[!#$%&'*+\\-.^_`|~0-9A-Za-z]{1,100}$"}
+HTTP_URL = {"type": "string", "format": "uri", "maxLength": 2048, "pattern": "^https?://[^/?#]"}
+EMAIL = {"type": "string", "format": "email", "maxLength": 254}
+HEADERS = {
+    "type": "object",
+    "maxProperties": 50,
+    "propertyNames": HEADER_NAME,
+    "additionalProperties": LINE,
+}
+RETRY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "max_attempts": {"type": ["integer", "null"], "minimum": 1, "maximum": 100},
+        "backoff": {"type": ["string", "null"], "enum": ["exponential", "linear", "fixed", None]},
+    },
+}
+
+
+def _auth_variant(kind: str, required: dict, optional: dict | None = None) -> dict:
+    props = {"type": {"const": kind}, **required, **(optional or {})}
+    return {
+        "type": "object",
+        "required": ["type", *required],
+        "properties": props,
+        "additionalProperties": False,
+    }
+
+
+SCHEMAS["AuthConfig"] = {
+    "oneOf": [
+        _auth_variant("none", {}),
+        _auth_variant("bearer", {"token": {**LINE, "minLength": 1}}),
+        _auth_variant("api_key", {"value": {**LINE, "minLength": 1}}, {"header": HEADER_NAME}),
+        _auth_variant("basic", {"username": {**LINE, "minLength": 1}}, {"password": LINE}),
+    ]
+}
+
 BODIES: dict[str, dict] = {
-    "Register": obj(
+    "Register": req_obj(
         {
-            "email": {"type": "string", "format": "email", "maxLength": 254},
-            "password": {"type": "string", "minLength": 8, "maxLength": 1024},
+            "email": EMAIL,
+            "password": {
+                "type": "string",
+                "minLength": 8,
+                "maxLength": 1024,
+                "pattern": "^[^\\u0000]*$",
+            },
         },
         {"name": NAME},
     ),
-    "Login": obj({"email": STR, "password": STR}),
-    "AccountCreate": obj({"name": NAME}),
-    "APIKeyCreate": obj({}, {"name": NAME}),
-    "SourceCreate": obj(
+    "Login": req_obj({"email": text(254), "password": text(1024)}),
+    "AccountCreate": req_obj({"name": NAME}),
+    "APIKeyCreate": req_obj({}, {"name": NAME}),
+    "SourceCreate": req_obj(
         {"name": NAME},
         {
             "auth_mode": {
                 "type": "string",
                 "enum": ["none", "hmac", "basic", "bearer", "api_key", "provider"],
             },
-            "provider": {"type": "string", "maxLength": 64},
-            "verification_config": STRMAP,
+            "provider": text(64),
+            "verification_config": REQ_STRMAP,
         },
     ),
-    "DestinationCreate": obj(
-        {"name": NAME, "url": {"type": "string", "format": "uri", "pattern": "^https?://"}},
+    "DestinationCreate": req_obj(
+        {"name": NAME, "url": HTTP_URL},
         {
             "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 300},
-            "signing_secret": {"type": "string", "maxLength": 512},
+            "signing_secret": {**text(512), "minLength": 16},
             "auth_config": ref("AuthConfig"),
-            "custom_headers": STRMAP,
-            "preset": {"type": "string", "maxLength": 64},
+            "custom_headers": HEADERS,
+            "preset": text(64),
         },
     ),
     "DestinationPatch": {
@@ -289,60 +354,50 @@ BODIES: dict[str, dict] = {
         "additionalProperties": False,
         "properties": {
             "name": NAME,
-            "url": {"type": "string", "format": "uri", "pattern": "^https?://"},
+            "url": HTTP_URL,
             "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 300},
             "active": BOOL,
-            "auth_config": {"oneOf": [ref("AuthConfig"), {"type": "null"}]},
-            "custom_headers": NSTRMAP,
+            "auth_config": nullable(ref("AuthConfig")),
+            "custom_headers": nullable(HEADERS),
         },
     },
-    "SecretRotate": obj({}, {"signing_secret": {"type": "string", "minLength": 16}}),
-    "RouteCreate": obj(
+    "SecretRotate": req_obj({}, {"signing_secret": {**text(512), "minLength": 16}}),
+    "RouteCreate": req_obj(
         {"destination_id": UUID},
-        {
-            "source_id": NUUID,
-            "event_type_pattern": NSTR,
-            "retry_policy": {
-                "type": "object",
-                "properties": {
-                    "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
-                    "backoff": {"type": "string", "enum": ["exponential", "linear", "fixed"]},
-                },
-            },
-        },
+        {"source_id": UUID, "event_type_pattern": NAME, "retry_policy": RETRY},
     ),
     "RoutePatch": {
         "type": "object",
         "additionalProperties": False,
         "properties": {
             "active": BOOL,
-            "event_type_pattern": NSTR,
-            "retry_policy": {
-                "type": "object",
-                "properties": {
-                    "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
-                    "backoff": {"type": "string", "enum": ["exponential", "linear", "fixed"]},
-                },
-            },
+            "event_type_pattern": nullable(NAME),
+            "retry_policy": nullable(RETRY),
         },
     },
-    "OutboundPublish": obj(
+    "OutboundPublish": req_obj(
         {"payload": STR},
-        {"event_type": {"type": "string", "maxLength": 200}, "external_event_id": STR},
+        {"event_type": NAME, "external_event_id": text(255)},
     ),
     "BrandSettingsUpdate": {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "company_name": NSTR,
-            "logo_url": NSTR,
+            "company_name": nullable(NAME),
+            "logo_url": nullable(HTTP_URL),
             "primary_color": {"type": ["string", "null"], "pattern": "^#[0-9A-Fa-f]{6}$"},
-            "support_email": NSTR,
-            "docs_title": NSTR,
+            "support_email": nullable(EMAIL),
+            "docs_title": nullable(NAME),
         },
     },
-    "CustomDomainCreate": obj(
-        {"domain": {"type": "string", "maxLength": 253}},
+    "CustomDomainCreate": req_obj(
+        {
+            "domain": {
+                "type": "string",
+                "maxLength": 253,
+                "pattern": ("^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]{2,63}$"),
+            }
+        },
         {"type": {"type": "string", "enum": ["ingest", "portal", "api"]}},
     ),
 }

@@ -97,7 +97,7 @@ class Register(Base):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = v.json_body(req)
         address = email(body, "email", required=True)
-        password = v.string(body, "password", required=True, max_len=1024)
+        password = v.string(body, "password", required=True, max_len=1024, strip=False)
         if len(password) < 8:
             raise Invalid("password must be at least 8 characters")
         name = v.string(body, "name") or address.split("@")[0]
@@ -110,7 +110,7 @@ class Login(Base):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = v.json_body(req)
         address = v.string(body, "email", required=True, max_len=254)
-        password = v.string(body, "password", required=True, max_len=1024)
+        password = v.string(body, "password", required=True, max_len=1024, strip=False)
         ok(resp, self.gw.login(address, password))
 
 
@@ -183,6 +183,13 @@ class Source(Base):
 # -- destinations -------------------------------------------------------------------------
 
 
+def _signing_secret(body: dict) -> str | None:
+    secret = v.string(body, "signing_secret", max_len=512, strip=False)
+    if secret is not None and len(secret) < 16:
+        raise Invalid("signing_secret must be at least 16 characters")
+    return secret
+
+
 class Destinations(Base):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         ok(resp, self.gw.list_destinations(req.context.account_id))
@@ -194,7 +201,7 @@ class Destinations(Base):
             name=v.string(body, "name", required=True),
             url=v.http_url(body, "url", required=True),
             timeout_seconds=v.integer(body, "timeout_seconds", low=1, high=300) or 30,
-            signing_secret=v.string(body, "signing_secret", max_len=512),
+            signing_secret=_signing_secret(body),
             auth_config=v.auth_config(body),
             custom_headers=v.headers_obj(body, "custom_headers"),
             preset=v.string(body, "preset", max_len=64),
@@ -240,11 +247,7 @@ class RotateSecret(Base):
     def on_post(self, req: falcon.Request, resp: falcon.Response, dest_id: str) -> None:
         dest = v.uuid_value(dest_id, "id")
         body = v.json_body(req, optional=True)
-        secret = v.string(body, "signing_secret", max_len=512) or v.string(
-            body, "secret", max_len=512
-        )
-        if secret is not None and len(secret) < 16:
-            raise Invalid("signing_secret must be at least 16 characters")
+        secret = _signing_secret(body)
         ok(resp, self.gw.rotate_secret(req.context.account_id, dest, secret))
 
 
@@ -253,6 +256,7 @@ class RotateSecret(Base):
 
 def _retry_policy(body: dict) -> tuple[int | None, str | None]:
     policy = v.obj(body, "retry_policy", values=object) or {}
+    v.reject_unknown(policy, ("max_attempts", "backoff"))
     return (
         v.integer(policy, "max_attempts", low=1, high=100),
         v.choice(policy, "backoff", BACKOFFS),
@@ -304,6 +308,7 @@ class Route(Base):
 
 class Ingest(Base):
     auth = False
+    query_params = None  # providers may add their own
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, token: str) -> None:
         limit = self.gw.config.MAX_INGEST_BYTES
@@ -324,6 +329,8 @@ def _page(req: falcon.Request) -> dict:
 
 
 class Events(Base):
+    query_params = ("limit", "offset", "source_id", "status", "direction")
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         page = self.gw.list_events(
             req.context.account_id,
@@ -352,6 +359,8 @@ class Replay(Base):
 
 
 class OutboundEvents(Base):
+    query_params = ("limit", "offset")
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         ok(resp, self.gw.list_events(req.context.account_id, **_page(req), direction="outbound"))
 

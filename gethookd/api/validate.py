@@ -14,6 +14,9 @@ from gethookd.errors import Invalid, TooLarge
 
 MAX_JSON_BYTES = 256 * 1024
 _MISSING = object()
+_URL_CHARS = re.compile(r"^[\x21-\x7e]+$")
+# A DNS name (letters, digits, hyphens, dots) or an IP literal (urlsplit strips the brackets).
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?)+$|^[0-9A-Fa-f:.]+$")
 
 
 def json_body(req: falcon.Request, *, optional: bool = False) -> dict:
@@ -38,7 +41,13 @@ def json_body(req: falcon.Request, *, optional: bool = False) -> dict:
 
 
 def string(
-    body: dict, name: str, *, required: bool = False, max_len: int = 200, allow_empty: bool = False
+    body: dict,
+    name: str,
+    *,
+    required: bool = False,
+    max_len: int = 200,
+    allow_empty: bool = False,
+    strip: bool = True,
 ) -> str | None:
     value = body.get(name, _MISSING)
     if value is _MISSING or value is None:
@@ -47,20 +56,21 @@ def string(
         return None
     if not isinstance(value, str):
         raise Invalid(f"{name} must be a string")
-    value = value.strip()
-    if not value and not allow_empty:
-        if required:
-            raise Invalid(f"{name} must not be empty")
-        return None
+    if "\x00" in value:
+        raise Invalid(f"{name} must not contain NUL characters")
     if len(value) > max_len:
         raise Invalid(f"{name} must be at most {max_len} characters")
-    return value
+    if not value.strip() and not allow_empty:
+        raise Invalid(f"{name} must not be empty")
+    return value.strip() if strip else value
 
 
 def integer(body: dict, name: str, *, low: int, high: int) -> int | None:
     value = body.get(name)
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON has one number type: 30.0 is 30
     if isinstance(value, bool) or not isinstance(value, int):
         raise Invalid(f"{name} must be a whole number")
     if not low <= value <= high:
@@ -78,7 +88,7 @@ def boolean(body: dict, name: str) -> bool | None:
 
 
 def choice(body: dict, name: str, choices: tuple[str, ...]) -> str | None:
-    value = string(body, name)
+    value = string(body, name, strip=False)
     if value is not None and value not in choices:
         raise Invalid(f"{name} must be one of: {', '.join(choices)}")
     return value
@@ -93,6 +103,8 @@ def obj(body: dict, name: str, *, values: type = str) -> dict | None:
     for key, item in value.items():
         if not isinstance(item, values):
             raise Invalid(f"{name}.{key} must be a {values.__name__}")
+        if "\x00" in key or (isinstance(item, str) and "\x00" in item):
+            raise Invalid(f"{name} must not contain NUL characters")
     return value
 
 
@@ -100,9 +112,21 @@ def http_url(body: dict, name: str, *, required: bool = False) -> str | None:
     value = string(body, name, required=required, max_len=2048)
     if value is None:
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not _URL_CHARS.match(value):
+        raise Invalid(
+            f"{name} must be an http(s) URL without spaces or non-ASCII characters "
+            "(use punycode for international host names)"
+        )
+    try:
+        parts = urlsplit(value)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise Invalid(f"{name} is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not hostname:
         raise Invalid(f"{name} must be an http:// or https:// URL")
+    if not _HOST.match(hostname):
+        raise Invalid(f"{name} has an invalid host name {hostname[:80]!r}")
     return value
 
 
@@ -125,8 +149,8 @@ def optional_uuid(body: dict, name: str, *, required: bool = False) -> uuid.UUID
 
 
 def query_int(req: falcon.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = req.get_param(name)
-    if raw is None or raw == "":
+    raw = _param(req, name)
+    if raw is None:
         return default
     try:
         value = int(raw)
@@ -138,8 +162,8 @@ def query_int(req: falcon.Request, name: str, default: int, low: int, high: int)
 
 
 def query_choice(req: falcon.Request, name: str, choices: tuple[str, ...]) -> str | None:
-    raw = req.get_param(name)
-    if raw is None or raw == "":
+    raw = _param(req, name)
+    if raw is None:
         return None
     if raw not in choices:
         raise Invalid(f"query parameter {name} must be one of: {', '.join(choices)}")
@@ -147,14 +171,32 @@ def query_choice(req: falcon.Request, name: str, choices: tuple[str, ...]) -> st
 
 
 def query_uuid(req: falcon.Request, name: str) -> uuid.UUID | None:
-    raw = req.get_param(name)
-    if raw is None or raw == "":
+    raw = _param(req, name)
+    if raw is None:
         return None
     return uuid_value(raw, f"query parameter {name}")
 
 
+def _param(req: falcon.Request, name: str) -> str | None:
+    """One value; `?x=` is an error rather than silently ignored (the app keeps blank values)."""
+    values = req.get_param_as_list(name)
+    if values is None:
+        return None
+    if len(values) != 1:
+        raise Invalid(f"query parameter {name} may be given once")
+    if values[0] == "":
+        raise Invalid(f"query parameter {name} must not be empty")
+    return values[0]
+
+
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}$")
-_AUTH_FIELDS = {"none": (), "bearer": ("token",), "api_key": ("value",), "basic": ("username",)}
+# auth_config type -> (required fields, optional fields)
+_AUTH_FIELDS = {
+    "none": ((), ()),
+    "bearer": (("token",), ()),
+    "api_key": (("value",), ("header",)),
+    "basic": (("username",), ("password",)),
+}
 
 
 def headers_obj(body: dict, name: str) -> dict | None:
@@ -180,14 +222,18 @@ def auth_config(body: dict, name: str = "auth_config") -> dict | None:
     kind = value.get("type")
     if kind not in _AUTH_FIELDS:
         raise Invalid(f"{name}.type must be one of: {', '.join(_AUTH_FIELDS)}")
-    for field in _AUTH_FIELDS[kind]:
+    required, optional = _AUTH_FIELDS[kind]
+    for field in required:
         if not value.get(field):
             raise Invalid(f"{name}.{field} is required when {name}.type is {kind}")
+    unknown = set(value) - {"type", *required, *optional}
+    if unknown:
+        raise Invalid(f"{name} for type {kind} takes no {', '.join(sorted(unknown))}")
     if kind == "api_key" and "header" in value and not _HEADER_NAME.match(value["header"]):
         raise Invalid(f"{name}.header is not a valid HTTP header name")
     for key, item in value.items():
-        if "\r" in item or "\n" in item:
-            raise Invalid(f"{name}.{key} must be a single line")
+        if "\r" in item or "\n" in item or len(item) > 4096:
+            raise Invalid(f"{name}.{key} must be a single line of at most 4096 characters")
     return value
 
 

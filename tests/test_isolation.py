@@ -1,0 +1,99 @@
+"""Tenant isolation: a second account's key walks every endpoint and sees nothing of the first."""
+
+from __future__ import annotations
+
+import uuid
+
+import requests
+
+from gethookd.api.app import ROUTES
+from helpers import Api, wait_for
+
+
+def _status(resp: requests.Response) -> int:
+    body = resp.json() if resp.content else None
+    if resp.status_code >= 400:
+        assert set(body) == {"error"}, body
+    return resp.status_code
+
+
+def test_second_account_sees_none_of_the_first(api_daemon, sink):
+    owner = Api(api_daemon.url).register(f"owner-{uuid.uuid4().hex[:8]}@example.com")
+    intruder = Api(api_daemon.url).register(f"intruder-{uuid.uuid4().hex[:8]}@example.com")
+
+    objs = owner.pipeline(sink.url)
+    src, dest, route = objs["source"], objs["destination"], objs["route"]
+    inbound = requests.post(src["ingest_url"], data=b"secret payload").json()["data"]
+    outbound = owner.data("POST", "/v1/outbound-events", {"payload": "also secret"}, 201)
+    key = owner.data("POST", "/v1/api-keys", {"name": "owner-extra"}, 201)
+    owner.data("POST", "/v1/brand-settings", {"company_name": "Owner Corp"})
+    owner.data(
+        "POST", "/v1/custom-domains", {"domain": f"o{uuid.uuid4().hex[:6]}.example.com"}, 201
+    )
+    wait_for(lambda: sink.requests, what="the owner's delivery")
+
+    ids = {
+        "key_id": key["id"],
+        "source_id": src["id"],
+        "dest_id": dest["id"],
+        "route_id": route["id"],
+        "event_id": inbound["id"],
+    }
+    walked: set[tuple[str, str]] = set()
+
+    def probe(method: str, template: str, body: dict | None = None, **overrides: str) -> int:
+        walked.add((method, template))
+        path = template.format(**{**ids, **overrides})
+        return _status(intruder.call(method, path, body))
+
+    # Every object-addressed endpoint answers 404 for the owner's ids.
+    assert probe("DELETE", "/v1/api-keys/{key_id}") == 404
+    assert probe("GET", "/v1/sources/{source_id}") == 404
+    assert probe("DELETE", "/v1/sources/{source_id}") == 404
+    assert probe("GET", "/v1/destinations/{dest_id}") == 404
+    assert probe("PATCH", "/v1/destinations/{dest_id}", {"active": False}) == 404
+    assert probe("DELETE", "/v1/destinations/{dest_id}") == 404
+    assert probe("POST", "/v1/destinations/{dest_id}/rotate-secret") == 404
+    assert probe("PATCH", "/v1/routes/{route_id}", {"active": False}) == 404
+    assert probe("DELETE", "/v1/routes/{route_id}") == 404
+    assert probe("GET", "/v1/events/{event_id}") == 404
+    assert probe("POST", "/v1/events/{event_id}/replay") == 404
+    assert probe("GET", "/v1/outbound-events/{event_id}", event_id=outbound["id"]) == 404
+    assert probe("POST", "/v1/outbound-events/{event_id}/replay", event_id=outbound["id"]) == 404
+    # Creating a route onto the owner's destination or source is refused the same way.
+    assert probe("POST", "/v1/routes", {"destination_id": dest["id"]}) == 404
+    mine = intruder.data("POST", "/v1/destinations", {"name": "m", "url": sink.url}, 201)
+    assert (
+        probe("POST", "/v1/routes", {"destination_id": mine["id"], "source_id": src["id"]}) == 404
+    )
+
+    # Lists and filters show only the intruder's own objects.
+    def listed(path: str) -> object:
+        walked.add(("GET", path.split("?")[0]))
+        return intruder.data("GET", path)
+
+    assert key["id"] not in str(listed("/v1/api-keys"))
+    assert listed("/v1/sources") == []
+    assert [d["id"] for d in listed("/v1/destinations")] == [mine["id"]]
+    assert listed("/v1/routes") == []
+    assert listed("/v1/events") == {"items": [], "total": 0}
+    assert listed(f"/v1/events?source_id={src['id']}") == {"items": [], "total": 0}
+    assert listed("/v1/outbound-events") == {"items": [], "total": 0}
+    assert all(row["count"] == 0 for row in listed("/v1/stats")["by_status"])
+    assert listed("/v1/brand-settings")["company_name"] is None
+    assert listed("/v1/custom-domains") == []
+    text = intruder.call("GET", "/v1/events").text + intruder.call("GET", "/v1/sources").text
+    assert "secret payload" not in text and src["path_token"] not in text
+
+    # Nothing of the owner's was changed by the attempts.
+    assert owner.data("GET", f"/v1/destinations/{dest['id']}")["active"] is True
+    assert owner.data("GET", f"/v1/sources/{src['id']}")["id"] == src["id"]
+    assert route["id"] in [r["id"] for r in owner.data("GET", "/v1/routes")]
+    Api(api_daemon.url, key["key"]).data("GET", "/v1/sources")  # key not revoked
+    assert owner.data("GET", f"/v1/events/{inbound['id']}")["event"]["status"] != "replayed"
+
+    # The walk covered every authenticated route of the app.
+    authed = {path for path, resource in ROUTES.items() if getattr(resource, "auth", True)}
+    covered = {template for _, template in walked}
+    presets = {"/v1/provider-presets", "/v1/destination-presets"}  # the same for everyone
+    assert authed - covered - presets == set()
