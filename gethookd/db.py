@@ -16,7 +16,6 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
-import psycopg2.pool
 
 psycopg2.extras.register_uuid()
 psycopg2.extensions.register_adapter(dict, psycopg2.extras.Json)
@@ -66,19 +65,41 @@ def connect(dsn: str, *, autocommit: bool = False) -> Any:
 
 
 class Database:
-    """A small pool; `transaction()` commits on success and rolls back on any error."""
+    """A pool that keeps its idle connections; `transaction()` commits or rolls back.
+
+    (psycopg2's own pools close every connection above `minconn` when it is returned,
+    which costs a new connection per transaction.) A connection that failed is dropped,
+    so one database restart costs each pooled connection one failed transaction.
+    """
 
     def __init__(self, dsn: str, maxconn: int = 10) -> None:
         self.dsn = dsn
-        self._pool = psycopg2.pool.ThreadedConnectionPool(
-            0, maxconn, dsn, application_name="gethookd"
-        )
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(maxconn)
+
+    def _take(self) -> Any:
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed:
+                    return conn
+        return connect(self.dsn)
+
+    def _give_back(self, conn: Any, broken: bool) -> None:
+        if broken or conn.closed:
+            try:
+                conn.close()
+            except psycopg2.Error:
+                pass
+            return
+        with self._lock:
+            self._idle.append(conn)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Cursor]:
         with self._slots:
-            conn = self._pool.getconn()
+            conn = self._take()
             broken = False
             try:
                 with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
@@ -93,10 +114,13 @@ class Database:
                         broken = True
                 raise
             finally:
-                self._pool.putconn(conn, close=broken or conn.closed != 0)
+                self._give_back(conn, broken)
 
     def close(self) -> None:
-        self._pool.closeall()
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 class Cursor:

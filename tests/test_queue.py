@@ -448,9 +448,9 @@ def test_workers_claiming_and_finishing_at_once_keep_every_event_consistent(gw, 
 
 def _claim_buffers(database: Database, limit: int) -> int:
     """Shared buffers one claim touches (EXPLAIN ANALYZE runs it; rolled back after)."""
-    from gethookd.db import QUERIES
+    from gethookd.db import QUERIES, connect
 
-    conn = database._pool.getconn()
+    conn = connect(database.dsn)
     try:
         with conn.cursor() as cur:
             cur.execute(
@@ -460,7 +460,7 @@ def _claim_buffers(database: Database, limit: int) -> int:
             [[plan]] = cur.fetchall()
         conn.rollback()
     finally:
-        database._pool.putconn(conn)
+        conn.close()
     plan = plan if isinstance(plan, list) else json.loads(plan)
     top = plan[0]["Plan"]
     return top["Shared Hit Blocks"] + top["Shared Read Blocks"]

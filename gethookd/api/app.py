@@ -9,6 +9,7 @@ import uuid
 
 import falcon
 import falcon.media
+import psycopg2
 
 from gethookd.api import resources as r
 from gethookd.errors import DomainError
@@ -103,6 +104,13 @@ def _http_error(req, resp: falcon.Response, exc: falcon.HTTPError, params) -> No
         resp.set_header(name, value)
 
 
+def _database_down(req, resp: falcon.Response, exc: Exception, params) -> None:
+    log.error("database error on %s %s: %s", req.method, req.path, str(exc).strip())
+    resp.status = falcon.HTTP_503
+    resp.media = {"error": "the database is unavailable; try again shortly"}
+    resp.set_header("Retry-After", "5")
+
+
 def _unexpected(req, resp: falcon.Response, exc: Exception, params) -> None:
     log.exception("unhandled error on %s %s", req.method, req.path)
     resp.status = falcon.HTTP_500
@@ -156,4 +164,5 @@ def create_app(gateway: Gateway) -> falcon.App:
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(falcon.HTTPError, _http_error)
     app.add_error_handler(DomainError, _domain_error)
+    app.add_error_handler(psycopg2.OperationalError, _database_down)
     return app
