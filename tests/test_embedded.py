@@ -153,3 +153,37 @@ def test_development_key_is_made_once_kept_private_and_checked(tmp_path, caplog)
     with pytest.raises(ValueError, match="does not hold a valid key"):
         development_key(str(tmp_path))
     assert path.read_text() == "not a key\n", "a bad key is reported, never replaced"
+
+
+def test_admin_commands_share_a_running_embedded_database(data_dir, tmp_path):
+    """`migrate` and `accounts create` next to a running gateway leave its database up."""
+    import json
+    import subprocess
+
+    from helpers import gethookd_command
+
+    daemon = embedded_daemon(data_dir, tmp_path / "daemon.log")
+    try:
+        daemon.start()
+        pid = postmaster_pid(data_dir)
+        env = {k: v for k, v in daemon.env.items() if k not in ("PORT", "HOST")}
+        migrate = subprocess.run(
+            [*gethookd_command(), "migrate"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert migrate.returncode == 0, migrate.stderr
+        made = subprocess.run(
+            [*gethookd_command(), "accounts", "create", "--name", "Ops", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert made.returncode == 0, made.stderr
+        boot = json.loads(made.stdout)
+        assert boot["account"]["name"] == "Ops" and boot["api_key"]["key"].startswith("hk_")
+        # The gateway still answers, from the same server, and knows the new account's key.
+        assert postmaster_pid(data_dir) == pid and psutil.pid_exists(pid)
+        assert requests.get(daemon.url + "/readyz", timeout=5).status_code == 200
+        Api(daemon.url, boot["api_key"]["key"]).data("GET", "/v1/sources")
+    finally:
+        daemon.kill()
