@@ -223,6 +223,8 @@ def test_destinations_crud_and_secrets(api):
         ({"name": "x", "url": "https://e.com", "custom_headers": {"X": 1}}, "custom_headers"),
         ({"name": "x", "url": "https://e.com", "custom_headers": {"X": "a\r\nB: c"}}, "line"),
         ({"name": "x", "url": "https://e.com", "custom_headers": {"Bad Name": "v"}}, "header"),
+        ({"name": "x", "url": "https://e.com", "signing_secret": "short"}, "signing_secret"),
+        ({"name": "x", "url": "https://e.com", "signing_secret": "whsec_!!not*base64!!"}, "base64"),
     ]
     for body, fragment in bad:
         assert fragment in error_of(api.call("POST", "/v1/destinations", body), 400), body

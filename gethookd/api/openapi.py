@@ -246,6 +246,8 @@ SCHEMAS: dict[str, dict] = {
 
 def nullable(schema: dict) -> dict:
     """The contract: an optional field may be omitted or null."""
+    if "anyOf" in schema:
+        return {"anyOf": [*schema["anyOf"], {"type": "null"}]}
     if "$ref" in schema or "oneOf" in schema:
         return {"oneOf": [schema, {"type": "null"}]}
     kind = schema.get("type", "object")
@@ -312,6 +314,19 @@ SCHEMAS["AuthConfig"] = {
     ]
 }
 
+# Either Standard Webhooks' whsec_<base64>, or any other secret used as its UTF-8 bytes.
+SIGNING_SECRET = {
+    "anyOf": [
+        {
+            "type": "string",
+            "minLength": 16,
+            "maxLength": 512,
+            "pattern": "^whsec_(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+        },
+        {**text(512), "minLength": 16, "not": {"pattern": "^whsec_"}},
+    ]
+}
+
 BODIES: dict[str, dict] = {
     "Register": req_obj(
         {
@@ -343,7 +358,7 @@ BODIES: dict[str, dict] = {
         {"name": NAME, "url": HTTP_URL},
         {
             "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 300},
-            "signing_secret": {**text(512), "minLength": 16},
+            "signing_secret": SIGNING_SECRET,
             "auth_config": ref("AuthConfig"),
             "custom_headers": HEADERS,
             "preset": text(64),
@@ -361,7 +376,7 @@ BODIES: dict[str, dict] = {
             "custom_headers": nullable(HEADERS),
         },
     },
-    "SecretRotate": req_obj({}, {"signing_secret": {**text(512), "minLength": 16}}),
+    "SecretRotate": req_obj({}, {"signing_secret": SIGNING_SECRET}),
     "RouteCreate": req_obj(
         {"destination_id": UUID},
         {"source_id": UUID, "event_type_pattern": NAME, "retry_policy": RETRY},

@@ -7,7 +7,7 @@ from importlib import resources
 
 import falcon
 
-from gethookd import presets
+from gethookd import crypto, presets
 from gethookd.api import openapi
 from gethookd.api import validate as v
 from gethookd.errors import Invalid
@@ -187,6 +187,11 @@ def _signing_secret(body: dict) -> str | None:
     secret = v.string(body, "signing_secret", max_len=512, strip=False)
     if secret is not None and len(secret) < 16:
         raise Invalid("signing_secret must be at least 16 characters")
+    if secret is not None and secret.startswith("whsec_"):
+        try:
+            crypto.signing_key(secret)
+        except ValueError:
+            raise Invalid("signing_secret: after whsec_ must come base64") from None
     return secret
 
 
