@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import random
 
-BACKOFFS = ("exponential", "linear", "fixed")
-
 
 def next_delay(
     attempt_number: int,

@@ -141,6 +141,24 @@ def config(base_env) -> config_mod.Config:
 
 
 @pytest.fixture
+def database(db_url):
+    """The service layer's pool on this test's database."""
+    from gethookd.db import Database
+
+    database = Database(db_url, maxconn=4)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def gw(config, database):
+    """The gateway's services, for creating rows through the real code."""
+    from gethookd.service import Gateway
+
+    return Gateway(config, database)
+
+
+@pytest.fixture
 def sink():
     server = Sink()
     yield server

@@ -24,16 +24,13 @@ OK = Outcome("success", 200, "ok", None, 5)
 FAIL = Outcome("http_5xx", 503, "down", "destination answered HTTP 503", 7)
 
 
-@pytest.fixture
-def database(db_url):
-    database = Database(db_url, maxconn=4)
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def gw(config, database):
-    return Gateway(config, database)
+def run_threads(target, count: int) -> None:
+    """target(0..count-1) on real threads at once, each with its own connections."""
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
 
 
 class Pipeline:
@@ -140,11 +137,7 @@ def test_concurrent_claimers_never_get_the_same_delivery(gw, database, db_url):
         finally:
             own.close()
 
-    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(claimers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    run_threads(claimer, claimers)
     assert not errors, errors
     ids = [job.delivery_id for jobs in got for job in jobs]
     assert len(ids) == len(set(ids)), "a delivery was claimed twice"
@@ -420,11 +413,7 @@ def test_workers_claiming_and_finishing_at_once_keep_every_event_consistent(gw, 
         finally:
             own.close()
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    run_threads(worker, workers)
     assert not errors, errors
     rows = sql(
         database,

@@ -81,18 +81,6 @@ def start_worker(base_env, tmp_path):
         proc.kill()
 
 
-@pytest.fixture
-def database(db_url):
-    database = Database(db_url, maxconn=4)
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def gw(config, database):
-    return Gateway(config, database)
-
-
 def sql(database: Database, query: str, params=None) -> list[dict]:
     with database.transaction() as cur:
         cur.raw.execute(query, params)

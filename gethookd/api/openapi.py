@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gethookd import __version__
+from gethookd import __version__, vocabulary
 
 STR = {"type": "string"}
 NSTR = {"type": ["string", "null"]}
@@ -28,17 +28,9 @@ REQ_STRMAP = {
 }
 NSTRMAP = {"type": ["object", "null"], "additionalProperties": {"type": "string"}}
 
-EVENT_STATUS = [
-    "received",
-    "accepted",
-    "queued",
-    "delivering",
-    "delivered",
-    "retry_scheduled",
-    "dead_letter",
-    "replayed",
-]
-OUTCOMES = ["pending", "success", "timeout", "network_error", "http_4xx", "http_5xx", "cancelled"]
+EVENT_STATUS = list(vocabulary.EVENT_STATUSES)
+OUTCOMES = list(vocabulary.ATTEMPT_OUTCOMES)
+BACKOFF = list(vocabulary.BACKOFFS)
 
 
 def ref(name: str) -> dict:
@@ -137,7 +129,7 @@ SCHEMAS: dict[str, dict] = {
     "RetryPolicy": obj(
         {
             "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
-            "backoff": {"type": "string", "enum": ["exponential", "linear", "fixed"]},
+            "backoff": {"type": "string", "enum": BACKOFF},
         }
     ),
     "Route": obj(
@@ -155,7 +147,7 @@ SCHEMAS: dict[str, dict] = {
         {
             "id": UUID,
             "account_id": UUID,
-            "direction": {"type": "string", "enum": ["inbound", "outbound"]},
+            "direction": {"type": "string", "enum": list(vocabulary.DIRECTIONS)},
             "received_at": TIME,
             "headers": {"type": "object"},
             "body": STR,
@@ -290,7 +282,7 @@ RETRY = {
     "additionalProperties": False,
     "properties": {
         "max_attempts": {"type": ["integer", "null"], "minimum": 1, "maximum": 100},
-        "backoff": {"type": ["string", "null"], "enum": ["exponential", "linear", "fixed", None]},
+        "backoff": {"type": ["string", "null"], "enum": [*BACKOFF, None]},
     },
 }
 
@@ -348,7 +340,7 @@ BODIES: dict[str, dict] = {
         {
             "auth_mode": {
                 "type": "string",
-                "enum": ["none", "hmac", "basic", "bearer", "api_key", "provider"],
+                "enum": list(vocabulary.SOURCE_AUTH_MODES),
             },
             "provider": text(64),
             "verification_config": REQ_STRMAP,
@@ -413,7 +405,7 @@ BODIES: dict[str, dict] = {
                 "pattern": ("^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]{2,63}$"),
             }
         },
-        {"type": {"type": "string", "enum": ["ingest", "portal", "api"]}},
+        {"type": {"type": "string", "enum": list(vocabulary.DOMAIN_TYPES)}},
     ),
 }
 
@@ -654,7 +646,7 @@ PATHS: dict[str, dict] = {
                 *PAGE,
                 query("source_id", UUID),
                 query("status", {"type": "string", "enum": EVENT_STATUS}),
-                query("direction", {"type": "string", "enum": ["inbound", "outbound"]}),
+                query("direction", {"type": "string", "enum": list(vocabulary.DIRECTIONS)}),
             ],
         )
     },

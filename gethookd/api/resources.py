@@ -12,19 +12,14 @@ from gethookd.api import openapi
 from gethookd.api import validate as v
 from gethookd.errors import Invalid
 from gethookd.service import Gateway
-
-EVENT_STATUSES = (
-    "received",
-    "accepted",
-    "queued",
-    "delivering",
-    "delivered",
-    "retry_scheduled",
-    "dead_letter",
-    "replayed",
+from gethookd.vocabulary import (
+    BACKOFFS,
+    DIRECTIONS,
+    DOMAIN_TYPES,
+    EVENT_STATUSES,
+    SOURCE_AUTH_MODES,
 )
-AUTH_MODES = ("none", "hmac", "basic", "bearer", "api_key", "provider")
-BACKOFFS = ("exponential", "linear", "fixed")
+
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 _DOMAIN = re.compile(
@@ -164,7 +159,7 @@ class Sources(Base):
         source = self.gw.create_source(
             req.context.account_id,
             name=v.string(body, "name", required=True),
-            auth_mode=v.choice(body, "auth_mode", AUTH_MODES) or "none",
+            auth_mode=v.choice(body, "auth_mode", SOURCE_AUTH_MODES) or "none",
             provider=v.string(body, "provider", max_len=64),
             verification_config=v.obj(body, "verification_config"),
         )
@@ -342,7 +337,7 @@ class Events(Base):
             **_page(req),
             source_id=v.query_uuid(req, "source_id"),
             status=v.query_choice(req, "status", EVENT_STATUSES),
-            direction=v.query_choice(req, "direction", ("inbound", "outbound")),
+            direction=v.query_choice(req, "direction", DIRECTIONS),
         )
         ok(resp, page)
 
@@ -447,7 +442,7 @@ class CustomDomains(Base):
         domain = v.string(body, "domain", required=True, max_len=253)
         if not _DOMAIN.match(domain):
             raise Invalid("domain must be a host name such as hooks.example.com")
-        kind = v.choice(body, "type", ("ingest", "portal", "api")) or "ingest"
+        kind = v.choice(body, "type", DOMAIN_TYPES) or "ingest"
         ok(
             resp,
             self.gw.create_custom_domain(req.context.account_id, domain.lower(), kind),
