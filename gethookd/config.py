@@ -210,6 +210,8 @@ class Config:
                 shown[setting.name] = mask_url(value)
             elif setting.secret:
                 shown[setting.name] = "****"
+            elif setting.parse is _duration:
+                shown[setting.name] = f"{value:g}s"
             else:
                 shown[setting.name] = str(value)
         return shown
