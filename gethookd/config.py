@@ -117,6 +117,12 @@ SETTINGS: tuple[Setting, ...] = (
         "64 hex chars (AES-256) encrypting secrets at rest. Required with DATABASE_URL.",
         secret=True,
     ),
+    Setting(
+        "DATABASE_WAIT",
+        _duration,
+        "30s",
+        "How long startup waits for the database to accept connections (then exit code 3).",
+    ),
     Setting("HOST", _str, "0.0.0.0", "Address the API listens on."),
     Setting("PORT", _port, "8080", "TCP port the API listens on."),
     Setting("BASE_URL", _url, None, "Public URL of this gateway; ingest URLs are built from it."),

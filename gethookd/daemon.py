@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 
 from gethookd import config as config_mod
@@ -58,14 +59,28 @@ def migrate_now(config: Config) -> int:
 
         from gethookd import migrate
 
-        try:
-            applied = migrate.apply(config.DATABASE_URL, config.MIGRATIONS_DIR)
-        except psycopg2.Error as exc:
-            log.error("cannot prepare the database: %s", str(exc).strip())
-            return EXIT_BOOT
-        except OSError as exc:
-            log.error("cannot read migrations: %s", exc)
-            return EXIT_BOOT
+        # A database that starts alongside us (compose, systemd ordering) gets DATABASE_WAIT
+        # to accept connections; an error in a migration itself fails at once.
+        deadline = time.monotonic() + config.DATABASE_WAIT
+        delay = 0.5
+        while True:
+            try:
+                applied = migrate.apply(config.DATABASE_URL, config.MIGRATIONS_DIR)
+                break
+            except psycopg2.OperationalError as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                if time.monotonic() + delay > deadline:
+                    log.error("cannot prepare the database: %s", reason)
+                    return EXIT_BOOT
+                log.warning("database not reachable yet (%s); retrying in %.1fs", reason, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except psycopg2.Error as exc:
+                log.error("cannot prepare the database: %s", str(exc).strip())
+                return EXIT_BOOT
+            except OSError as exc:
+                log.error("cannot read migrations: %s", exc)
+                return EXIT_BOOT
         for name in applied:
             log.info("applied migration %s", name)
         return 0

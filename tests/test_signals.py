@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -266,6 +267,27 @@ def test_a_busy_port_means_exit_code_3(daemon_factory):
 
 def test_a_database_that_cannot_be_prepared_means_exit_code_3(daemon_factory, db_url):
     missing = urlunsplit(urlsplit(db_url)._replace(path="/gethookd_no_such_database"))
-    daemon = daemon_factory(wait_ready=False, DATABASE_URL=missing)
+    daemon = daemon_factory(wait_ready=False, DATABASE_URL=missing, DATABASE_WAIT="1s")
     assert daemon.wait(30) == 3
     assert "cannot prepare the database" in daemon.log()
+
+
+def test_startup_waits_for_a_database_that_comes_up_late(daemon_factory, pg_admin_url):
+    import psycopg2
+
+    name = "gethookd_late_" + uuid.uuid4().hex[:8]
+    late = urlunsplit(urlsplit(pg_admin_url)._replace(path="/" + name))
+    daemon = daemon_factory(wait_ready=False, DATABASE_URL=late, DATABASE_WAIT="60s")
+    wait_for(lambda: "database not reachable yet" in daemon.log(), what="a retry")
+    admin = psycopg2.connect(pg_admin_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {name}")
+        daemon.wait_ready()
+        assert daemon.proc.poll() is None
+    finally:
+        daemon.kill()
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
