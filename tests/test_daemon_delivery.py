@@ -145,3 +145,21 @@ def test_kill_9_of_a_delivery_process_loses_nothing(daemon_factory):
         assert len(cancelled) >= 1  # the interrupted attempts are on record, not lost
     finally:
         slow.close()
+
+
+def test_an_inactive_destination_is_paused_not_skipped(daemon_factory, sink):
+    daemon = daemon_factory()
+    api = Api(daemon.url).register()
+    objs = api.pipeline(sink.url)
+    dest = objs["destination"]["id"]
+    api.data("PATCH", f"/v1/destinations/{dest}", {"active": False})
+    event_id = requests.post(objs["source"]["ingest_url"], data=b"held").json()["data"]["id"]
+    # Held: several poll intervals pass and nothing is sent or recorded.
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        assert not sink.requests
+        time.sleep(0.1)
+    assert _event(api, event_id)["attempts"] == []
+    api.data("PATCH", f"/v1/destinations/{dest}", {"active": True})
+    wait_for(lambda: sink.bodies() == [b"held"], what="delivery after reactivation")
+    wait_for(lambda: _event(api, event_id)["event"]["status"] == "delivered", what="delivered")

@@ -39,9 +39,11 @@ RETURNING *;
 SELECT * FROM routes WHERE account_id = %(account_id)s ORDER BY created_at, id;
 
 -- name: routes_for_source
+-- An inactive route routes nothing; an inactive destination still gets its deliveries
+-- queued (it is paused: the claim leaves them waiting until it is active again).
 SELECT r.destination_id, r.event_type_pattern, r.max_attempts, r.backoff
-FROM routes r JOIN destinations d ON d.id = r.destination_id
-WHERE r.source_id = %(source_id)s AND r.active AND d.active;
+FROM routes r
+WHERE r.source_id = %(source_id)s AND r.active;
 
 -- name: delete_source
 DELETE FROM sources WHERE id = %(id)s AND account_id = %(account_id)s RETURNING id;
@@ -87,6 +89,7 @@ RETURNING *;
 DELETE FROM routes WHERE id = %(id)s AND account_id = %(account_id)s RETURNING id;
 
 -- name: routes_for_outbound
+-- As routes_for_source: routes with no source serve outbound events.
 SELECT r.destination_id, r.event_type_pattern, r.max_attempts, r.backoff
-FROM routes r JOIN destinations d ON d.id = r.destination_id
-WHERE r.account_id = %(account_id)s AND r.source_id IS NULL AND r.active AND d.active;
+FROM routes r
+WHERE r.account_id = %(account_id)s AND r.source_id IS NULL AND r.active;

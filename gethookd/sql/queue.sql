@@ -8,14 +8,17 @@
 -- them, open a pending attempt for each, and return what sending needs.
 -- Each branch is one ordered scan of its partial index that stops after %(limit)s rows,
 -- so a claim costs the same with a backlog of a million as with ten.
+-- A destination switched off (active = false) is paused: its deliveries wait, unclaimed.
 WITH expired AS (
     SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_id
+    JOIN destinations dst ON dst.id = d.destination_id AND dst.active
     WHERE d.status = 'in_flight' AND d.lease_expires_at <= now()
     ORDER BY d.lease_expires_at
     LIMIT %(limit)s
     FOR UPDATE OF d, e SKIP LOCKED
 ), due AS (
     SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_id
+    JOIN destinations dst ON dst.id = d.destination_id AND dst.active
     WHERE d.status = 'pending' AND d.next_attempt_at <= now()
     ORDER BY d.next_attempt_at
     LIMIT %(limit)s
