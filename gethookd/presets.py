@@ -7,9 +7,12 @@ PROVIDER_PRESETS: tuple[dict, ...] = (
         "id": "stripe",
         "name": "Stripe",
         "category": "payments",
-        "auth_mode": "hmac",
+        "auth_mode": "provider",
         "header": "Stripe-Signature",
-        "description": "Stripe events signed with the endpoint's whsec_ secret.",
+        "description": (
+            "Stripe events signed with the endpoint's whsec_ secret "
+            "(verification_config.secret; timestamps older than 5 minutes are refused)."
+        ),
         "docs_url": "https://docs.stripe.com/webhooks#verify-events",
         "color": "#635BFF",
     },
@@ -17,9 +20,12 @@ PROVIDER_PRESETS: tuple[dict, ...] = (
         "id": "github",
         "name": "GitHub",
         "category": "developer",
-        "auth_mode": "hmac",
+        "auth_mode": "provider",
         "header": "X-Hub-Signature-256",
-        "description": "Repository and organisation events, HMAC-SHA256 of the body.",
+        "description": (
+            "Repository and organisation events, sha256= HMAC-SHA256 of the body "
+            "(verification_config.secret: the webhook's secret)."
+        ),
         "docs_url": "https://docs.github.com/webhooks/using-webhooks/validating-webhook-deliveries",
         "color": "#24292F",
     },
@@ -27,9 +33,12 @@ PROVIDER_PRESETS: tuple[dict, ...] = (
         "id": "shopify",
         "name": "Shopify",
         "category": "commerce",
-        "auth_mode": "hmac",
+        "auth_mode": "provider",
         "header": "X-Shopify-Hmac-Sha256",
-        "description": "Store events, base64 HMAC-SHA256 of the body.",
+        "description": (
+            "Store events, base64 HMAC-SHA256 of the body "
+            "(verification_config.secret: the app's client secret)."
+        ),
         "docs_url": "https://shopify.dev/docs/apps/build/webhooks/subscribe/https",
         "color": "#95BF47",
     },
@@ -37,11 +46,28 @@ PROVIDER_PRESETS: tuple[dict, ...] = (
         "id": "slack",
         "name": "Slack",
         "category": "communication",
-        "auth_mode": "hmac",
+        "auth_mode": "provider",
         "header": "X-Slack-Signature",
-        "description": "Events API requests signed with the app's signing secret.",
+        "description": (
+            "Events API requests signed with the app's signing secret "
+            "(verification_config.secret; X-Slack-Request-Timestamp within 5 minutes)."
+        ),
         "docs_url": "https://api.slack.com/authentication/verifying-requests-from-slack",
         "color": "#4A154B",
+    },
+    {
+        "id": "standard_webhooks",
+        "name": "Standard Webhooks / Svix",
+        "category": "developer",
+        "auth_mode": "provider",
+        "header": "webhook-signature",
+        "description": (
+            "Any sender following Standard Webhooks (Svix, gethookd itself): webhook-id, "
+            "webhook-timestamp and webhook-signature, keyed with the whsec_ secret "
+            "(verification_config.secret; timestamps within 5 minutes)."
+        ),
+        "docs_url": "https://www.standardwebhooks.com/",
+        "color": "#0EA5E9",
     },
     {
         "id": "generic",
@@ -49,7 +75,10 @@ PROVIDER_PRESETS: tuple[dict, ...] = (
         "category": "other",
         "auth_mode": "none",
         "header": "",
-        "description": "Any provider; no signature verification.",
+        "description": (
+            "Any provider; nothing verified. For a provider that signs with HMAC-SHA256, "
+            "use auth_mode hmac with verification_config secret, header, encoding, prefix."
+        ),
         "docs_url": "https://github.com/gethook/gethookd#readme",
         "color": "#6B7280",
     },

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gethookd import __version__, vocabulary
+from gethookd import __version__, verify, vocabulary
+from gethookd.verify import base as vbase
 
 STR = {"type": "string"}
 NSTR = {"type": ["string", "null"]}
@@ -256,13 +257,20 @@ def req_obj(required: dict[str, Any], optional: dict[str, Any] | None = None) ->
 
 
 # Request bodies.
+# What Python's str.strip() removes (JSON Schema's \s differs: no \x1c-\x1f or \x85, adds \ufeff).
+_PY_SPACE = (
+    "\\t\\n\\u000b\\f\\r\\u001c-\\u001f \\u0085\\u00a0\\u1680\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000"
+)
+
+
 def text(max_len: int = 200) -> dict:
     """A string with something in it besides white space (the API strips and rejects empty)."""
     return {
         "type": "string",
         "minLength": 1,
         "maxLength": max_len,
-        "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
+        "pattern": f"^[^\\u0000]*[^{_PY_SPACE}\\u0000][^\\u0000]*$",
     }
 
 
@@ -319,6 +327,93 @@ SIGNING_SECRET = {
     ]
 }
 
+# verification_config: one JSON Schema per field kind of gethookd.verify.base.
+_VLINE = {"type": "string", "maxLength": vbase.MAX_VALUE, "pattern": "^[^\\r\\n\\u0000]*$"}
+_VSECRET = {**_VLINE, "minLength": 1}
+_B64_TAIL = "(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)"
+_WHSEC = f"^whsec_(?:(?:[A-Za-z0-9+/]{{4}})+{_B64_TAIL}?|{_B64_TAIL})$"  # non-empty base64
+# 1..86400 as a string of digits (a leading zero is allowed, as the API reads the number).
+_SECONDS_TEXT = "^0*(?:[1-9][0-9]{0,3}|[1-7][0-9]{4}|8[0-5][0-9]{3}|86[0-3][0-9]{2}|86400)$"
+VERIFY_KINDS: dict[str, dict] = {
+    vbase.SECRET: _VSECRET,
+    vbase.STANDARD_SECRET: {
+        "anyOf": [
+            {"type": "string", "maxLength": vbase.MAX_VALUE, "pattern": _WHSEC},
+            {**_VSECRET, "not": {"pattern": "^whsec_"}},
+        ]
+    },
+    vbase.USERNAME: {**_VSECRET, "pattern": "^[^:\\r\\n\\u0000]*$"},
+    vbase.HEADER: HEADER_NAME,
+    vbase.ENCODING: {"type": "string", "enum": list(vbase.ENCODINGS)},
+    vbase.PREFIX: {**_VLINE, "maxLength": 100},
+    vbase.SECONDS: {
+        "anyOf": [
+            {"type": "integer", "minimum": 1, "maximum": vbase.MAX_TOLERANCE},
+            {"type": "string", "maxLength": 12, "pattern": _SECONDS_TEXT},
+        ]
+    },
+}
+
+
+def _verification_config(scheme: verify.Scheme) -> dict:
+    return {
+        "type": "object",
+        "required": [n for n, f in scheme.fields.items() if f.required],
+        "properties": {n: VERIFY_KINDS[f.kind] for n, f in scheme.fields.items()},
+        "additionalProperties": False,
+    }
+
+
+def _source_variants() -> list[dict]:
+    """One branch per scheme: the auth_mode/provider that choose it, and its config."""
+    known = list(verify.PROVIDERS)
+    variants = [
+        {
+            "properties": {
+                "auth_mode": {"enum": ["none", None]},
+                "verification_config": {
+                    "anyOf": [{"type": "null"}, {"type": "object", "maxProperties": 0}]
+                },
+            }
+        }
+    ]
+    for name, scheme in verify.SCHEMES.items():
+        if name == "none":
+            continue
+        providers = [p for p, s in verify.PROVIDERS.items() if s == name]
+        if providers:
+            selector = {
+                "auth_mode": {"enum": ["hmac", "provider"]},
+                "provider": {"enum": providers},
+            }
+        elif name == "hmac":
+            selector = {
+                "auth_mode": {"const": "hmac"},
+                "provider": {"anyOf": [{"type": "null"}, {"not": {"enum": known}}]},
+            }
+        else:
+            selector = {"auth_mode": {"const": name}}
+        required = ["auth_mode", *(["provider"] if providers else []), "verification_config"]
+        variants.append(
+            {
+                "required": required,
+                "properties": {**selector, "verification_config": _verification_config(scheme)},
+            }
+        )
+    return variants
+
+
+VERIFICATION_CONFIG_DOC = (
+    "What inbound webhooks must prove; checked for the scheme that auth_mode and provider "
+    "choose, and refused with 400 naming the field. auth_mode provider, or hmac with "
+    "provider stripe|github|shopify|slack|standard_webhooks|svix: {secret, "
+    "tolerance_seconds? (stripe, slack, standard_webhooks; default 300)}. hmac with any "
+    "other provider: {secret, header? (default X-Signature), encoding? hex|base64 "
+    "(default hex), prefix? (e.g. sha256=)}. basic: {username, password}. bearer: {token}. "
+    "api_key: {header, value}. none: nothing. Secrets are stored encrypted and masked in "
+    "answers. An ingest request that fails verification is answered 401 and not stored."
+)
+
 BODIES: dict[str, dict] = {
     "Register": req_obj(
         {
@@ -335,17 +430,26 @@ BODIES: dict[str, dict] = {
     "Login": req_obj({"email": text(254), "password": text(1024)}),
     "AccountCreate": req_obj({"name": NAME}),
     "APIKeyCreate": req_obj({}, {"name": NAME}),
-    "SourceCreate": req_obj(
-        {"name": NAME},
-        {
-            "auth_mode": {
-                "type": "string",
-                "enum": list(vocabulary.SOURCE_AUTH_MODES),
+    "SourceCreate": {
+        **req_obj(
+            {"name": NAME},
+            {
+                "auth_mode": {
+                    "type": "string",
+                    "enum": list(vocabulary.SOURCE_AUTH_MODES),
+                },
+                "provider": {
+                    **text(64),
+                    "description": "For auth_mode provider: " + ", ".join(verify.PROVIDERS),
+                },
+                "verification_config": {
+                    "type": "object",
+                    "description": VERIFICATION_CONFIG_DOC,
+                },
             },
-            "provider": text(64),
-            "verification_config": REQ_STRMAP,
-        },
-    ),
+        ),
+        "anyOf": _source_variants(),
+    },
     "DestinationCreate": req_obj(
         {"name": NAME, "url": HTTP_URL},
         {
@@ -438,6 +542,7 @@ def op(
     body_required: bool = True,
     params: list[dict] | None = None,
     errors: tuple[str, ...] = (),
+    error_texts: dict[str, str] | None = None,
 ) -> dict:
     responses = _ok(status, schema, summary)
     codes = set(errors)
@@ -454,6 +559,7 @@ def op(
         "409": "Conflicts with an existing object.",
         "413": "The body is too large.",
         "503": "The database is not reachable.",
+        **(error_texts or {}),
     }
     for code in sorted(codes):
         responses[code] = _error(texts[code])
@@ -628,7 +734,15 @@ PATHS: dict[str, dict] = {
                 "202",
                 ref("Accepted"),
                 auth=False,
-                errors=("404", "413"),
+                errors=("401", "404", "413"),
+                error_texts={
+                    "401": "The webhook failed the source's verification (signature, timestamp "
+                    "or credentials); nothing was stored. The error says what was wrong."
+                },
+            ),
+            "description": (
+                "Verified against the source's auth_mode, provider and verification_config "
+                "before anything is stored; a request that fails is answered 401 and dropped."
             ),
             "parameters": [{"name": "token", "in": "path", "required": True, "schema": STR}],
             "requestBody": {

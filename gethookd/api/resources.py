@@ -161,7 +161,8 @@ class Sources(Base):
             name=v.string(body, "name", required=True),
             auth_mode=v.choice(body, "auth_mode", SOURCE_AUTH_MODES) or "none",
             provider=v.string(body, "provider", max_len=64),
-            verification_config=v.obj(body, "verification_config"),
+            # Strings, or a number for tolerance_seconds; the service checks each per scheme.
+            verification_config=v.obj(body, "verification_config", values=object),
         )
         ok(resp, source, falcon.HTTP_201)
 

@@ -7,8 +7,8 @@ import secrets
 import uuid
 from typing import Any
 
-from gethookd import crypto
-from gethookd.errors import NotFound
+from gethookd import crypto, verify
+from gethookd.errors import Invalid, NotFound
 from gethookd.services.base import Service
 
 _UNSET: Any = object()
@@ -17,6 +17,14 @@ _UNSET: Any = object()
 def _ctx(table_column: str, row_id: Any) -> str:
     """Associated data binding a ciphertext to its row and column."""
     return f"{table_column}:{row_id}"
+
+
+def open_verification_config(box: crypto.SecretBox, row: dict) -> dict:
+    """A source's decrypted verification_config ({} when it has none)."""
+    enc = row.get("verification_config_enc")
+    if not enc:
+        return {}
+    return json.loads(box.decrypt(enc, _ctx("sources.verification_config", row["id"])))
 
 
 class Catalog(Service):
@@ -30,6 +38,11 @@ class Catalog(Service):
         provider: str | None = None,
         verification_config: dict | None = None,
     ) -> dict:
+        """The config is checked for the scheme that will verify this source's webhooks."""
+        try:
+            verification_config = verify.check_config(auth_mode, provider, verification_config)
+        except verify.ConfigError as exc:
+            raise Invalid(str(exc)) from None
         with self.db.transaction() as cur:
             source = cur.one(
                 "insert_source",
@@ -67,12 +80,13 @@ class Catalog(Service):
                 raise NotFound(f"source {source_id} not found")
 
     def source_view(self, row: dict) -> dict:
-        enc = row.pop("verification_config_enc", None)
-        if enc:
-            config = json.loads(
-                self.box.decrypt(enc, _ctx("sources.verification_config", row["id"]))
-            )
-            row["verification_config"] = {k: crypto.mask(str(v)) for k, v in config.items()}
+        config = open_verification_config(self.box, row)
+        row.pop("verification_config_enc", None)
+        if config:
+            shown = verify.shown_fields(row["auth_mode"], row["provider"])
+            row["verification_config"] = {
+                k: str(v) if k in shown else crypto.mask(str(v)) for k, v in config.items()
+            }
         row["ingest_url"] = f"{self.config.BASE_URL}/ingest/{row['path_token']}"
         return row
 

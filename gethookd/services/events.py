@@ -10,14 +10,20 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import logging
+import time
 import uuid
 from typing import Any
 
 import psycopg2.errors
 
+from gethookd import verify
 from gethookd.db import Cursor
-from gethookd.errors import NotFound, TooLarge
+from gethookd.errors import NotFound, TooLarge, Unauthorized
 from gethookd.services.base import Service
+from gethookd.services.catalog import open_verification_config
+
+log = logging.getLogger("gethookd.ingest")
 
 # Headers that name the event type, by provider; first match wins.
 _EVENT_TYPE_HEADERS = (
@@ -43,6 +49,19 @@ class Events(Service):
             source = cur.one("source_by_token", {"token": token})
             if source is None or source["status"] != "active":
                 raise NotFound("no active source has this ingest URL; check the path token")
+            # Verified before anything is written: a refusal rolls back a read-only
+            # transaction. Doing it here (CPU only, no lock held) keeps one round trip.
+            config = open_verification_config(self.box, source)
+            try:
+                verify.verify_request(
+                    source["auth_mode"], source["provider"], config, lower, body, time.time()
+                )
+            except verify.VerificationFailed as exc:
+                log.warning(
+                    "source %s: signature verification failed: %s", source["id"], exc.reason
+                )
+                raise Unauthorized(f"signature verification failed: {exc.reason}") from None
+            drop = _DROP_HEADERS | verify.credential_headers(source["auth_mode"], config)
             routes = cur.all("routes_for_source", {"source_id": source["id"]})
             return self._store(
                 cur,
@@ -52,7 +71,7 @@ class Events(Service):
                 source_id=source["id"],
                 event_type=_event_type(lower, body),
                 external_event_id=None,
-                headers={k: v for k, v in lower.items() if k not in _DROP_HEADERS},
+                headers={k: v for k, v in lower.items() if k not in drop},
                 body=body,
                 content_type=lower.get("content-type"),
                 created_by=f"source:{source['id']}",
