@@ -223,6 +223,8 @@ def test_destinations_crud_and_secrets(api):
         ({"name": "x", "url": "https://e.com", "custom_headers": {"X": 1}}, "custom_headers"),
         ({"name": "x", "url": "https://e.com", "custom_headers": {"X": "a\r\nB: c"}}, "line"),
         ({"name": "x", "url": "https://e.com", "custom_headers": {"Bad Name": "v"}}, "header"),
+        ({"name": "x", "url": "https://e.com", "custom_headers": {"X-Ok\n": "v"}}, "header"),
+        ({"name": "x", "url": "https://e.com/\n"}, "url"),
         ({"name": "x", "url": "https://e.com", "signing_secret": "short"}, "signing_secret"),
         ({"name": "x", "url": "https://e.com", "signing_secret": "whsec_!!not*base64!!"}, "base64"),
     ]
@@ -428,6 +430,7 @@ def test_brand_settings_and_custom_domains(api):
     assert kept["company_name"] == "Acme" and kept["docs_title"] == "Acme hooks"
     for bad, fragment in [
         ({"primary_color": "blue"}, "primary_color"),
+        ({"primary_color": "#000000\n"}, "primary_color"),
         ({"logo_url": "javascript:alert(1)"}, "logo_url"),
         ({"support_email": "nope"}, "support_email"),
         ({"colour": "#000000"}, "colour"),

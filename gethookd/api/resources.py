@@ -34,7 +34,7 @@ def ok(resp: falcon.Response, data: object, status: str = falcon.HTTP_200) -> No
 
 def email(body: dict, name: str, *, required: bool = False) -> str | None:
     value = v.string(body, name, required=required, max_len=254)
-    if value is not None and not _EMAIL.match(value):
+    if value is not None and not _EMAIL.fullmatch(value):
         raise Invalid(f"{name} must be an email address")
     return value
 
@@ -428,7 +428,7 @@ class BrandSettings(Base):
             changes["support_email"] = email(body, "support_email")
         if "primary_color" in body:
             color = v.string(body, "primary_color", max_len=7)
-            if color is not None and not _COLOR.match(color):
+            if color is not None and not _COLOR.fullmatch(color):
                 raise Invalid("primary_color must be a hex colour such as #4F46E5")
             changes["primary_color"] = color
         ok(resp, self.gw.update_brand_settings(req.context.account_id, changes))
@@ -441,7 +441,7 @@ class CustomDomains(Base):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = v.json_body(req)
         domain = v.string(body, "domain", required=True, max_len=253)
-        if not _DOMAIN.match(domain):
+        if not _DOMAIN.fullmatch(domain):
             raise Invalid("domain must be a host name such as hooks.example.com")
         kind = v.choice(body, "type", DOMAIN_TYPES) or "ingest"
         ok(

@@ -109,10 +109,10 @@ def obj(body: dict, name: str, *, values: type = str) -> dict | None:
 
 
 def http_url(body: dict, name: str, *, required: bool = False) -> str | None:
-    value = string(body, name, required=required, max_len=2048)
+    value = string(body, name, required=required, max_len=2048, strip=False)
     if value is None:
         return None
-    if not _URL_CHARS.match(value):
+    if not _URL_CHARS.fullmatch(value):
         raise Invalid(
             f"{name} must be an http(s) URL without spaces or non-ASCII characters "
             "(use punycode for international host names)"
@@ -125,7 +125,7 @@ def http_url(body: dict, name: str, *, required: bool = False) -> str | None:
         raise Invalid(f"{name} is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not hostname:
         raise Invalid(f"{name} must be an http:// or https:// URL")
-    if not _HOST.match(hostname):
+    if not _HOST.fullmatch(hostname):
         raise Invalid(f"{name} has an invalid host name {hostname[:80]!r}")
     return value
 
@@ -207,7 +207,7 @@ def headers_obj(body: dict, name: str) -> dict | None:
     if len(value) > 50:
         raise Invalid(f"{name} may hold at most 50 headers")
     for key, item in value.items():
-        if not _HEADER_NAME.match(key):
+        if not _HEADER_NAME.fullmatch(key):
             raise Invalid(f"{name}: {key[:60]!r} is not a valid HTTP header name")
         if "\r" in item or "\n" in item or len(item) > 4096:
             raise Invalid(f"{name}.{key} must be a single line of at most 4096 characters")
@@ -229,7 +229,7 @@ def auth_config(body: dict, name: str = "auth_config") -> dict | None:
     unknown = set(value) - {"type", *required, *optional}
     if unknown:
         raise Invalid(f"{name} for type {kind} takes no {', '.join(sorted(unknown))}")
-    if kind == "api_key" and "header" in value and not _HEADER_NAME.match(value["header"]):
+    if kind == "api_key" and "header" in value and not _HEADER_NAME.fullmatch(value["header"]):
         raise Invalid(f"{name}.header is not a valid HTTP header name")
     for key, item in value.items():
         if "\r" in item or "\n" in item or len(item) > 4096:
