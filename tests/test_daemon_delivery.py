@@ -42,6 +42,14 @@ def test_ingest_is_delivered_byte_for_byte(daemon_factory, sink):
     assert attempt["response_status"] == 200
     assert attempt["attempt_number"] == 1
     assert attempt["latency_ms"] >= 0
+    # One log line per transition: stored and queued, then delivered.
+    log = daemon.log()
+    assert f"event {accepted['id']} received from source" in log
+    assert "queued for 1 destination(s)" in log
+    assert wait_for(
+        lambda: f"event {accepted['id']} delivery" in daemon.log() and "delivered" in daemon.log(),
+        what="the delivery's log line",
+    )
 
 
 def test_failures_are_retried_then_dead_lettered(daemon_factory):

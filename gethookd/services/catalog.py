@@ -145,6 +145,8 @@ class Catalog(Service):
         params["auth_config_enc"] = self._seal_auth(dest_id, changes.get("auth_config"))
         with self.db.transaction() as cur:
             row = cur.one("update_destination", params)
+            if row is not None and changes.get("active"):
+                cur.run("notify_deliveries")  # deliveries it held while paused are due now
         if row is None:
             raise NotFound(f"destination {dest_id} not found")
         return self.destination_view(row)

@@ -23,7 +23,7 @@ from gethookd.errors import NotFound, TooLarge, Unauthorized
 from gethookd.services.base import Service
 from gethookd.services.catalog import open_verification_config
 
-log = logging.getLogger("gethookd.ingest")
+log = logging.getLogger("gethookd.events")
 
 # Headers that name the event type, by provider; first match wins.
 _EVENT_TYPE_HEADERS = (
@@ -63,7 +63,7 @@ class Events(Service):
                 raise Unauthorized(f"signature verification failed: {exc.reason}") from None
             drop = _DROP_HEADERS | verify.credential_headers(source["auth_mode"], config)
             routes = cur.all("routes_for_source", {"source_id": source["id"]})
-            return self._store(
+            event = self._store(
                 cur,
                 routes,
                 account_id=source["account_id"],
@@ -76,6 +76,8 @@ class Events(Service):
                 content_type=lower.get("content-type"),
                 created_by=f"source:{source['id']}",
             )
+        _log_stored(event, f"received from source {source['id']} ({len(body)} bytes)")
+        return event
 
     def publish(
         self,
@@ -113,6 +115,7 @@ class Events(Service):
                     content_type=_guess_content_type(body),
                     created_by="api",
                 )
+            _log_stored(event, f"published as {event_type or 'an untyped event'}")
             return event, True
         except psycopg2.errors.UniqueViolation:
             # A concurrent publish with the same external_event_id won the race.
@@ -150,6 +153,7 @@ class Events(Service):
                 replay_of=event_id,
             )
             cur.run("mark_replayed", {"id": event_id})
+        _log_stored(replay, f"replays event {event_id}")
         return {
             "original_event_id": event_id,
             "replay_event_id": replay["id"],
@@ -174,6 +178,7 @@ class Events(Service):
                 "payload_hash": "sha256:" + hashlib.sha256(event["body"]).hexdigest(),
             },
         )
+        row["deliveries"] = len(targets)
         for dest, route in targets.items():
             cur.run(
                 "insert_delivery",
@@ -242,6 +247,16 @@ class Events(Service):
             return True
         except psycopg2.Error:
             return False
+
+
+def _log_stored(event: dict, what: str) -> None:
+    """One line per stored event, after its transaction committed."""
+    if event["deliveries"]:
+        log.info(
+            "event %s %s: queued for %d destination(s)", event["id"], what, event["deliveries"]
+        )
+    else:
+        log.info("event %s %s: accepted, no route matches", event["id"], what)
 
 
 def matches(pattern: str | None, event_type: str | None) -> bool:
