@@ -211,6 +211,12 @@ def test_destinations_crud_and_secrets(api):
         {"signing_secret": "my-own-secret-of-some-length"},
     )
     assert chosen["signing_secret"] == "my-own-secret-of-some-length"
+    aliased = api.data(
+        "POST", f"/v1/destinations/{dest['id']}/rotate-secret", {"secret": "another-secret-value"}
+    )
+    assert aliased["signing_secret"] == "another-secret-value"
+    short = api.call("POST", f"/v1/destinations/{dest['id']}/rotate-secret", {"secret": "x"})
+    assert "secret must be at least 16" in error_of(short, 400)
 
     bad = [
         ({"name": "x"}, "url is required"),

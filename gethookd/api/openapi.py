@@ -472,7 +472,7 @@ BODIES: dict[str, dict] = {
             "custom_headers": nullable(HEADERS),
         },
     },
-    "SecretRotate": req_obj({}, {"signing_secret": SIGNING_SECRET}),
+    "SecretRotate": req_obj({}, {"signing_secret": SIGNING_SECRET, "secret": SIGNING_SECRET}),
     "RouteCreate": req_obj(
         {"destination_id": UUID},
         {"source_id": UUID, "event_type_pattern": NAME, "retry_policy": RETRY},

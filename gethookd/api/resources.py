@@ -179,15 +179,15 @@ class Source(Base):
 # -- destinations -------------------------------------------------------------------------
 
 
-def _signing_secret(body: dict) -> str | None:
-    secret = v.string(body, "signing_secret", max_len=512, strip=False)
+def _signing_secret(body: dict, name: str = "signing_secret") -> str | None:
+    secret = v.string(body, name, max_len=512, strip=False)
     if secret is not None and len(secret) < 16:
-        raise Invalid("signing_secret must be at least 16 characters")
+        raise Invalid(f"{name} must be at least 16 characters")
     if secret is not None and secret.startswith("whsec_"):
         try:
             crypto.signing_key(secret)
         except ValueError:
-            raise Invalid("signing_secret: after whsec_ must come base64") from None
+            raise Invalid(f"{name}: after whsec_ must come base64") from None
     return secret
 
 
@@ -248,7 +248,8 @@ class RotateSecret(Base):
     def on_post(self, req: falcon.Request, resp: falcon.Response, dest_id: str) -> None:
         dest = v.uuid_value(dest_id, "id")
         body = v.json_body(req, optional=True)
-        secret = _signing_secret(body)
+        # Clients name the optional new secret either way.
+        secret = _signing_secret(body) or _signing_secret(body, "secret")
         ok(resp, self.gw.rotate_secret(req.context.account_id, dest, secret))
 
 
