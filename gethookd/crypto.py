@@ -32,6 +32,11 @@ class SecretBox:
         return self._aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
 
 
+def aad(table_column: str, row_id: object) -> str:
+    """Associated data binding a sealed value to its row and column (`table.column:<id>`)."""
+    return f"{table_column}:{row_id}"
+
+
 def new_encryption_key() -> str:
     return secrets.token_hex(32)
 

@@ -140,6 +140,3 @@ class Cursor:
     def all(self, name: str, params: Any = None) -> list[dict]:
         self.raw.execute(QUERIES[name], params)
         return [dict(r) for r in self.raw.fetchall()]
-
-    def rowcount(self) -> int:
-        return self.raw.rowcount

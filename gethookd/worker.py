@@ -30,7 +30,7 @@ from gevent.socket import wait_read
 
 from gethookd import db, deliver, queue, retry
 from gethookd.config import Config
-from gethookd.crypto import SecretBox
+from gethookd.crypto import SecretBox, aad
 from gethookd.db import Database
 
 log = logging.getLogger("gethookd.worker")
@@ -214,10 +214,12 @@ class DeliveryWorker:
         dest = str(job.destination_id)
         secret = auth = None
         if job.signing_secret_enc:
-            secret = self.box.decrypt(job.signing_secret_enc, f"destinations.signing_secret:{dest}")
+            secret = self.box.decrypt(
+                job.signing_secret_enc, aad("destinations.signing_secret", dest)
+            )
         if job.auth_config_enc:
             auth = json.loads(
-                self.box.decrypt(job.auth_config_enc, f"destinations.auth_config:{dest}")
+                self.box.decrypt(job.auth_config_enc, aad("destinations.auth_config", dest))
             )
         timeout = self.config.DELIVERY_TIMEOUT
         if job.timeout_seconds and job.timeout_seconds > 0:

@@ -11,20 +11,13 @@ from gethookd import crypto, verify
 from gethookd.errors import Invalid, NotFound
 from gethookd.services.base import Service
 
-_UNSET: Any = object()
-
-
-def _ctx(table_column: str, row_id: Any) -> str:
-    """Associated data binding a ciphertext to its row and column."""
-    return f"{table_column}:{row_id}"
-
 
 def open_verification_config(box: crypto.SecretBox, row: dict) -> dict:
     """A source's decrypted verification_config ({} when it has none)."""
     enc = row.get("verification_config_enc")
     if not enc:
         return {}
-    return json.loads(box.decrypt(enc, _ctx("sources.verification_config", row["id"])))
+    return json.loads(box.decrypt(enc, crypto.aad("sources.verification_config", row["id"])))
 
 
 class Catalog(Service):
@@ -43,23 +36,26 @@ class Catalog(Service):
             verification_config = verify.check_config(auth_mode, provider, verification_config)
         except verify.ConfigError as exc:
             raise Invalid(str(exc)) from None
+        source_id = uuid.uuid4()  # known before the insert: the sealed config is bound to it
+        enc = None
+        if verification_config:
+            enc = self.box.encrypt(
+                json.dumps(verification_config),
+                crypto.aad("sources.verification_config", source_id),
+            )
         with self.db.transaction() as cur:
             source = cur.one(
                 "insert_source",
                 {
+                    "id": source_id,
                     "account_id": account_id,
                     "name": name,
                     "path_token": secrets.token_urlsafe(18),
                     "auth_mode": auth_mode,
                     "provider": provider,
+                    "verification_config_enc": enc,
                 },
             )
-            if verification_config:
-                enc = self.box.encrypt(
-                    json.dumps(verification_config),
-                    _ctx("sources.verification_config", source["id"]),
-                )
-                source = cur.one("set_source_verification", {"id": source["id"], "enc": enc})
         return self.source_view(source)
 
     def list_sources(self, account_id: uuid.UUID) -> list[dict]:
@@ -174,23 +170,27 @@ class Catalog(Service):
                 raise NotFound(f"destination {dest_id} not found")
 
     def _seal_secret(self, dest_id: uuid.UUID, secret: str) -> str:
-        return self.box.encrypt(secret, _ctx("destinations.signing_secret", dest_id))
+        return self.box.encrypt(secret, crypto.aad("destinations.signing_secret", dest_id))
 
     def _seal_auth(self, dest_id: uuid.UUID, auth_config: dict | None) -> str | None:
         if not auth_config:
             return None
-        return self.box.encrypt(json.dumps(auth_config), _ctx("destinations.auth_config", dest_id))
+        return self.box.encrypt(
+            json.dumps(auth_config), crypto.aad("destinations.auth_config", dest_id)
+        )
 
     def destination_view(self, row: dict) -> dict:
         secret_enc = row.pop("signing_secret_enc", None)
         auth_enc = row.pop("auth_config_enc", None)
         row.pop("updated_at", None)
         if secret_enc:
-            secret = self.box.decrypt(secret_enc, _ctx("destinations.signing_secret", row["id"]))
+            secret = self.box.decrypt(
+                secret_enc, crypto.aad("destinations.signing_secret", row["id"])
+            )
             row["signing_secret"] = crypto.mask(secret)
         if auth_enc:
             auth = json.loads(
-                self.box.decrypt(auth_enc, _ctx("destinations.auth_config", row["id"]))
+                self.box.decrypt(auth_enc, crypto.aad("destinations.auth_config", row["id"]))
             )
             row["auth_config"] = {
                 k: (v if k in ("type", "header", "username") else crypto.mask(str(v)))

@@ -1,10 +1,9 @@
 -- name: insert_source
-INSERT INTO sources (account_id, name, path_token, auth_mode, provider)
-VALUES (%(account_id)s, %(name)s, %(path_token)s, %(auth_mode)s, %(provider)s)
+INSERT INTO sources (id, account_id, name, path_token, auth_mode, provider,
+                     verification_config_enc)
+VALUES (%(id)s, %(account_id)s, %(name)s, %(path_token)s, %(auth_mode)s, %(provider)s,
+        %(verification_config_enc)s)
 RETURNING *;
-
--- name: set_source_verification
-UPDATE sources SET verification_config_enc = %(enc)s WHERE id = %(id)s RETURNING *;
 
 -- name: list_sources
 SELECT * FROM sources WHERE account_id = %(account_id)s ORDER BY created_at, id;
