@@ -105,7 +105,8 @@ from gevent import monkey
 monkey.patch_all()
 
 import os, sys
-from gethookd import config, logs, worker
+from gethookd import config, logs
+from gethookd.process import worker
 
 cfg = config.load(None, os.environ)
 logs.setup(cfg.LOG_LEVEL, cfg.LOG_FORMAT)
@@ -193,7 +194,7 @@ class Run:
         if self.args.database_url:
             self.admin_url = self.args.database_url
         else:
-            from gethookd.embedded import EmbeddedPostgres
+            from gethookd.process.embedded import EmbeddedPostgres
 
             print("starting an embedded PostgreSQL ...", flush=True)
             self.embedded = EmbeddedPostgres(str(self.tmp / "pg"))

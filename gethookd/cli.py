@@ -66,7 +66,7 @@ def run(role: str, config_file: str | None) -> None:
       SIGHUP          re-read the configuration and replace the processes gracefully
     """
     config = _load(config_file)
-    from gethookd import daemon
+    from gethookd.process import daemon
 
     sys.exit(daemon.run(config, role))
 
@@ -76,7 +76,7 @@ def run(role: str, config_file: str | None) -> None:
 def migrate(config_file: str | None) -> None:
     """Apply pending database migrations and exit (the pre-deploy step)."""
     config = _load(config_file)
-    from gethookd import daemon
+    from gethookd.process import daemon
 
     embedded = daemon.Embedded()
     try:
@@ -129,9 +129,9 @@ def accounts_create(name: str, email: str | None, as_json: bool, config_file: st
 
     import psycopg2
 
-    from gethookd import daemon
     from gethookd.db import Database
     from gethookd.errors import DomainError
+    from gethookd.process import daemon
     from gethookd.service import Gateway
 
     embedded = daemon.Embedded()

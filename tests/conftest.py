@@ -42,7 +42,7 @@ def pg_admin_url(tmp_path_factory) -> str:
     if url:
         yield url
         return
-    from gethookd.embedded import EmbeddedPostgres
+    from gethookd.process.embedded import EmbeddedPostgres
 
     # Not under pytest's basetemp: pytest prunes old basetemps, which would pull the data
     # directory from under a server that a concurrent pytest session still runs.

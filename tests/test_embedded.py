@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from gethookd.crypto import sign_webhook
-from gethookd.embedded import development_key
+from gethookd.process.embedded import development_key
 from helpers import Api, Daemon, Sink, wait_for
 
 SECRET = "whsec_" + base64.b64encode(b"kept across restarts, 24b").decode()

@@ -247,7 +247,8 @@ def test_the_master_never_loads_gevent_or_psycopg2(daemon_factory):
 def test_the_master_modules_do_not_import_gevent_or_psycopg2():
     code = (
         "import sys\n"
-        "import gethookd.cli, gethookd.daemon, gethookd.supervisor, gethookd.embedded\n"
+        "import gethookd.cli, gethookd.process.daemon, gethookd.process.supervisor\n"
+        "import gethookd.process.embedded\n"
         "print(sorted(m for m in sys.modules"
         " if m.split('.')[0] in ('gevent', 'greenlet', 'psycopg2')))\n"
     )

@@ -1,6 +1,6 @@
 """The supervisor's rules, driven through a fake operating system (no real processes).
 
-`FakeOS` stands in for `gethookd.supervisor.OS`: fork hands out pids and readiness fds,
+`FakeOS` stands in for `gethookd.process.supervisor.OS`: fork hands out pids and readiness fds,
 kill records the signal (and, if the fake child obeys, makes it exit), reap returns the
 exits, and the clock only moves when a test moves it. A few tests at the end fork for
 real to check what `OS.fork` promises a child.
@@ -17,7 +17,7 @@ import pytest
 
 from gethookd import config as config_mod
 from gethookd.config import ConfigError
-from gethookd.supervisor import (
+from gethookd.process.supervisor import (
     BACKOFF,
     BACKOFF_MAX,
     EXIT_BOOT,

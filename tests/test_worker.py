@@ -28,7 +28,8 @@ from gevent import monkey
 monkey.patch_all()
 
 import os, sys
-from gethookd import config, logs, worker
+from gethookd import config, logs
+from gethookd.process import worker
 
 cfg = config.load(None, os.environ)
 logs.setup(cfg.LOG_LEVEL, cfg.LOG_FORMAT)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from gethookd import config as config_mod
 from gethookd import logs
 from gethookd.config import Config
-from gethookd.supervisor import EXIT_BOOT, EXIT_OK, OS, Supervisor
+from gethookd.process.supervisor import EXIT_BOOT, EXIT_OK, OS, Supervisor
 
 log = logging.getLogger("gethookd")
 
@@ -30,7 +30,7 @@ def _title(text: str) -> None:
 
 def api_role(config: Config, index: int, ready: Callable[[], None], listen_fd: int | None) -> int:
     _title("api")  # gunicorn then names itself "gunicorn: master [gethookd-api]"
-    from gethookd import api_server
+    from gethookd.process import api_server
 
     return api_server.main(config, listen_fd, on_ready=ready)
 
@@ -42,7 +42,7 @@ def worker_role(
     from gevent import monkey
 
     monkey.patch_all()  # before anything imports socket users such as requests
-    from gethookd import worker
+    from gethookd.process import worker
 
     return worker.main(config, index, ready)
 
@@ -103,7 +103,7 @@ class Embedded:
         if not config.embedded:
             return config
         if self.server is None:
-            from gethookd.embedded import EmbeddedPostgres, development_key
+            from gethookd.process.embedded import EmbeddedPostgres, development_key
 
             key = config.ENCRYPTION_KEY or development_key(config.GETHOOKD_DATA_DIR)
             server = EmbeddedPostgres(config.GETHOOKD_DATA_DIR)

@@ -1,0 +1,18 @@
+-- The queue's new shape: deliveries that cannot be sent now are 'held', out of the claim's path.
+--
+-- A delivery whose destination cannot take it (paused today; an open circuit or a disabled
+-- destination later) is 'held' instead of 'pending'. The due index covers only 'pending', so
+-- the claim never walks a held row, and a million of them cost the claim nothing. When the
+-- destination can take deliveries again its held rows go back to 'pending', keeping their
+-- next_attempt_at, so none is lost and none jumps the queue.
+
+ALTER TABLE deliveries DROP CONSTRAINT deliveries_status_check;
+ALTER TABLE deliveries ADD CONSTRAINT deliveries_status_check
+    CHECK (status IN ('pending', 'held', 'in_flight', 'succeeded', 'dead', 'cancelled'));
+
+CREATE INDEX deliveries_held ON deliveries (destination_id, next_attempt_at)
+    WHERE status = 'held';
+
+UPDATE deliveries d SET status = 'held', updated_at = now()
+FROM destinations dst
+WHERE dst.id = d.destination_id AND NOT dst.active AND d.status = 'pending';
