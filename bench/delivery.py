@@ -256,8 +256,15 @@ class Run:
         self.databases.remove(name)
 
     def spawn(self, script: str, *argv: str, env=None, stdout=subprocess.PIPE, **kw):
+        # Run from the temporary directory: `python -c` puts the working directory first on
+        # the path, and the code measured must be the one this script imported.
         proc = subprocess.Popen(
-            [sys.executable, "-c", script, *argv], env=env, stdout=stdout, text=True, **kw
+            [sys.executable, "-c", script, *argv],
+            env=env,
+            stdout=stdout,
+            text=True,
+            cwd=self.tmp,
+            **kw,
         )
         self.procs.append(proc)
         return proc
@@ -375,7 +382,8 @@ class Run:
                 if worker.poll() is not None:
                     raise SystemExit(f"a delivery process exited:\n{log.read_text()[-3000:]}")
             if self.remaining() <= 0:
-                raise SystemExit(f"gave up after --max-seconds with {done} delivered")
+                tail = logs[0].read_text()[-2000:]
+                raise SystemExit(f"gave up after --max-seconds with {done} delivered:\n{tail}")
             time.sleep(0.1)
 
     def remaining(self) -> float:

@@ -43,7 +43,7 @@ T = TypeVar("T")
 CLAIM_BATCH = 50
 LISTEN_HEARTBEAT = 30.0  # seconds of silence after which the LISTEN connection is probed
 HEARTBEAT_TIMEOUT = 10.0
-CLAIM_GATHER = 0.005  # seconds a busy process waits for more free slots before claiming
+CLAIM_GATHER = 0.010  # seconds a busy process waits for more free slots before claiming
 
 
 class DeliveryWorker:
@@ -61,7 +61,7 @@ class DeliveryWorker:
         self._done_ready = gevent.event.Event()
         self._flusher_stop = False
         self._flusher: gevent.Greenlet | None = None
-        self._claim_min = max(1, min(CLAIM_BATCH, config.WORKER_MAX_CONCURRENCY) // 4)
+        self._claim_min = max(1, min(CLAIM_BATCH, config.WORKER_MAX_CONCURRENCY) // 2)
         self._secrets: dict[tuple[str, str], str] = {}  # (ciphertext, aad) -> plaintext
         self.session = requests.Session()
         # A webhook sender keeps no cookies: one destination's must never reach another.
