@@ -8,6 +8,7 @@ needs a gevent-patched process, as every delivery process is.
 from __future__ import annotations
 
 import base64
+import datetime
 import email.utils
 import http.cookiejar
 import time
@@ -227,8 +228,10 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when is None or when.tzinfo is None:
-        return None  # an HTTP-date is always GMT; one without a zone is not one
+    if when is None:
+        return None
+    if when.tzinfo is None:  # asctime form: an HTTP-date is always GMT
+        when = when.replace(tzinfo=datetime.UTC)
     now = time.time() if now is None else now
     return max(0.0, when.timestamp() - now)
 
