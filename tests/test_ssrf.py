@@ -348,3 +348,28 @@ def test_tls_verifies_the_url_host_on_a_pinned_address(tmp_path):
     finally:
         good.close()
         wrong.close()
+
+
+def test_startup_log_names_the_openings(caplog, strict_daemon):
+    from gethookd.process import daemon
+
+    dev = config_mod.load(None, {"GETHOOKD_DATA_DIR": "/nonexistent"})
+    with caplog.at_level("INFO", logger="gethookd"):
+        daemon._log_destination_policy(dev)
+    assert "development mode (no DATABASE_URL)" in caplog.text
+    assert "loopback and private networks are allowed" in caplog.text
+    assert "cloud metadata addresses stay refused" in caplog.text
+    caplog.clear()
+    prod = config_mod.load(
+        None,
+        {
+            "DATABASE_URL": "postgresql://db/x",
+            "ENCRYPTION_KEY": "a" * 64,
+            "ALLOWED_DESTINATION_NETWORKS": "10.20.0.0/16",
+        },
+    )
+    with caplog.at_level("INFO", logger="gethookd"):
+        daemon._log_destination_policy(prod)
+    assert "ALLOWED_DESTINATION_NETWORKS: 10.20.0.0/16" in caplog.text
+    assert "development mode" not in caplog.text
+    assert "development mode" not in strict_daemon.log()
