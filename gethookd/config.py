@@ -6,6 +6,7 @@ and the example file in conf/ are all driven by this table.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -81,6 +82,18 @@ def _hex_key(raw: str) -> str:
             "generate one with `gethookd keygen`"
         )
     return value.lower()
+
+
+def _networks(raw: str) -> tuple:
+    """CIDRs (or single addresses), comma or space separated."""
+    networks = []
+    for item in re.split(r"[\s,]+", raw.strip()):
+        if item:
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ValueError(f"{item!r} is not a network such as 10.0.0.0/8") from None
+    return tuple(networks)
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -175,6 +188,19 @@ SETTINGS: tuple[Setting, ...] = (
         "60s",
         "On SIGTERM, how long in-flight deliveries and requests may take to finish.",
     ),
+    Setting(
+        "ALLOWED_DESTINATION_NETWORKS",
+        _networks,
+        None,
+        "CIDRs destinations may reach beyond public addresses (e.g. 10.0.0.0/8, ::1); "
+        "without DATABASE_URL loopback and private networks are allowed by default.",
+    ),
+    Setting(
+        "SECRET_ROTATION_GRACE",
+        _duration,
+        "24h",
+        "After rotate-secret, how long deliveries are also signed with the previous secret.",
+    ),
     Setting("LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info", "Log verbosity."),
     Setting("LOG_FORMAT", _choice("text", "json"), "text", "Log lines as text or JSON."),
 )
@@ -218,6 +244,8 @@ class Config:
                 shown[setting.name] = "****"
             elif setting.parse is _duration:
                 shown[setting.name] = f"{value:g}s"
+            elif isinstance(value, tuple):
+                shown[setting.name] = ", ".join(str(v) for v in value)
             else:
                 shown[setting.name] = str(value)
         return shown

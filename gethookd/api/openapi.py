@@ -124,9 +124,23 @@ SCHEMAS: dict[str, dict] = {
                 "type": ["string", "null"],
                 "description": "Masked, except in the create answer.",
             },
+            "previous_secret_expires_at": {
+                **NTIME,
+                "description": "After rotate-secret: until then deliveries also carry a "
+                "signature made with the previous secret (null when there is none).",
+            },
         },
     ),
-    "SecretRotation": obj({"destination_id": UUID, "signing_secret": STR}),
+    "SecretRotation": obj(
+        {"destination_id": UUID, "signing_secret": STR},
+        {
+            "previous_secret_expires_at": {
+                **NTIME,
+                "description": "The replaced secret also signs deliveries until then "
+                "(SECRET_ROTATION_GRACE).",
+            }
+        },
+    ),
     "RetryPolicy": obj(
         {
             "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
@@ -278,6 +292,13 @@ NAME = text()
 LINE = {"type": "string", "maxLength": 4096, "pattern": "^[^\\r\\n\\u0000]*$"}
 HEADER_NAME = {"type": "string", "pattern": "^[!#$%&'*+\\-.^_`|~0-9A-Za-z]{1,100}$"}
 HTTP_URL = {"type": "string", "format": "uri", "maxLength": 2048, "pattern": "^https?://[^/?#]"}
+DESTINATION_URL = {
+    **HTTP_URL,
+    "description": "Its host must be, and resolve to, public addresses only (400 naming the "
+    "address otherwise; checked again at each send): loopback, private, link-local, "
+    "unique-local, CGNAT, multicast, reserved and cloud metadata addresses are refused in "
+    "every spelling unless ALLOWED_DESTINATION_NETWORKS opens them.",
+}
 EMAIL = {"type": "string", "format": "email", "maxLength": 254}
 HEADERS = {
     "type": "object",
@@ -451,7 +472,7 @@ BODIES: dict[str, dict] = {
         "anyOf": _source_variants(),
     },
     "DestinationCreate": req_obj(
-        {"name": NAME, "url": HTTP_URL},
+        {"name": NAME, "url": DESTINATION_URL},
         {
             "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 300},
             "signing_secret": SIGNING_SECRET,
@@ -465,7 +486,7 @@ BODIES: dict[str, dict] = {
         "additionalProperties": False,
         "properties": {
             "name": NAME,
-            "url": HTTP_URL,
+            "url": DESTINATION_URL,
             "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 300},
             "active": BOOL,
             "auth_config": nullable(ref("AuthConfig")),
