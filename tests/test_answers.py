@@ -9,9 +9,9 @@ import threading
 import time
 
 import pytest
-from sendrunner import send_all
 
 from gethookd.deliver import Outcome, parse_retry_after
+from sendrunner import send_all
 
 ALLOWED = ("127.0.0.0/8",)
 

@@ -13,16 +13,16 @@ import threading
 import uuid
 
 import pytest
-from conftest import FAST_ENV
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from sendrunner import send_all
 
+from conftest import FAST_ENV
 from gethookd import config as config_mod
 from gethookd import ssrf
 from helpers import Api, Daemon, Sink
+from sendrunner import send_all
 
 # host spelling -> what the 400 must name
 REFUSED = [
