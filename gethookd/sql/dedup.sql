@@ -1,0 +1,38 @@
+-- Inbound deduplication (gethookd/services/dedup.py). Each query works on one key, so a
+-- batch writer can run them per row inside its own transaction.
+
+-- name: dedup_claim
+-- Take the key for the event about to be stored. A row comes back when the key was free or
+-- its window had passed (taken over in place: an expired row never blocks); none when a live
+-- claim holds it. A concurrent claim of the same key waits for the holder's transaction: if it
+-- commits, the key is taken; if it rolls back, this insert goes ahead.
+INSERT INTO ingest_dedup (source_id, dedup_key, expires_at)
+VALUES (%(source_id)s, %(dedup_key)s, now() + make_interval(secs => %(window)s))
+ON CONFLICT (source_id, dedup_key) DO UPDATE
+    SET event_id = NULL, expires_at = EXCLUDED.expires_at, created_at = now()
+    WHERE ingest_dedup.expires_at <= now()
+RETURNING dedup_key;
+
+-- name: dedup_record_event
+-- The event the claim stored, for the duplicates that follow (same transaction as the claim).
+UPDATE ingest_dedup SET event_id = %(event_id)s
+WHERE source_id = %(source_id)s AND dedup_key = %(dedup_key)s;
+
+-- name: dedup_first_event
+-- What a duplicate answers: the event stored under the key (a new statement, so under READ
+-- COMMITTED it sees the claim a concurrent copy just committed).
+SELECT d.event_id AS id, e.status
+FROM ingest_dedup d
+LEFT JOIN events e ON e.id = d.event_id
+WHERE d.source_id = %(source_id)s AND d.dedup_key = %(dedup_key)s;
+
+-- name: dedup_delete_expired
+-- A bounded batch, skipping rows another transaction holds, so it never waits or grows long.
+DELETE FROM ingest_dedup
+WHERE ctid IN (
+    SELECT ctid FROM ingest_dedup
+    WHERE expires_at < now()
+    ORDER BY expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+);
