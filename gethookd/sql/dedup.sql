@@ -1,5 +1,7 @@
 -- Inbound deduplication (gethookd/services/dedup.py). Each query works on one key, so a
--- batch writer can run them per row inside its own transaction.
+-- batch writer can run them per row inside its own transaction. A batch that claims several
+-- keys in one multi-row INSERT must first fold copies of one key within the batch (Postgres
+-- refuses ON CONFLICT DO UPDATE touching one row twice in a statement).
 
 -- name: dedup_claim
 -- Take the key for the event about to be stored. A row comes back when the key was free or

@@ -54,12 +54,12 @@ def _candidates(headers: dict[str, str]) -> list[str]:
             urls.append(urlunsplit((proto, host, parts.path, parts.query, "")))
     out = []
     for url in urls:
-        u = urlsplit(url)
-        default = {"https": 443, "http": 80}.get(u.scheme)
-        try:
+        try:  # a Host header is the client's: it may not even parse
+            u = urlsplit(url)
             port = u.port
         except ValueError:
             continue
+        default = {"https": 443, "http": 80}.get(u.scheme)
         bare = u.hostname or ""
         if ":" in bare:
             bare = f"[{bare}]"
