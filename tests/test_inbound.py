@@ -471,8 +471,13 @@ def test_expired_keys_are_claimed_again_and_deleted_in_bounded_batches(db_url):
             key = {"source_id": source, "dedup_key": "k", "window": 60.0}
             assert cur.one("dedup_claim", key) is not None
             assert cur.one("dedup_claim", key) is None  # live: taken
+            assert cur.one("dedup_find", key)["expired"] is False
+            assert cur.one("dedup_take_expired", key) is None  # live: not taken over
             cur.raw.execute("UPDATE ingest_dedup SET expires_at = now() - interval '1 hour'")
-            assert cur.one("dedup_claim", key) is not None  # expired: taken over in place
+            assert cur.one("dedup_claim", key) is None
+            assert cur.one("dedup_find", key)["expired"] is True
+            assert cur.one("dedup_take_expired", key) is not None  # expired: taken over
+            assert cur.one("dedup_find", key)["expired"] is False
             for i in range(5):
                 cur.raw.execute(
                     "INSERT INTO ingest_dedup (source_id, dedup_key, expires_at)"

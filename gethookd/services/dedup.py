@@ -1,9 +1,10 @@
 """Inbound deduplication on the provider's own delivery id, inside the ingest transaction.
 
 `claim` runs after the request verified and before the event is written: it takes the id
-for this source (atomically, so concurrent copies make one event) or reports the event the
-first copy stored. `record` ties the claim to the stored event. Both work on one row and a
-cursor, so a batch writer can call them per request within its own transaction.
+for this source (atomically, so concurrent copies make one event; an expired row is taken
+over) or reports the event the first copy stored. `record` ties the claim to the stored
+event. Both work on one row and a cursor, so a batch writer can call them per request within
+its own transaction.
 """
 
 from __future__ import annotations
@@ -43,9 +44,21 @@ def claim(
     if random.random() < CLEANUP_CHANCE:
         cur.run("dedup_delete_expired", {"limit": CLEANUP_BATCH})
     params = {"source_id": source["id"], "dedup_key": key, "window": window_seconds}
-    if cur.one("dedup_claim", params) is not None:
-        return Claim(source["id"], key, None)
-    first = cur.one("dedup_first_event", params) or {}
+    for _ in range(3):  # a row seen expired may be deleted or taken over meanwhile: look again
+        if cur.one("dedup_claim", params) is not None:
+            return Claim(source["id"], key, None)
+        first = cur.one("dedup_find", params)
+        if first is None:
+            continue  # deleted since the claim saw it: claim again
+        if not first["expired"]:
+            break
+        if cur.one("dedup_take_expired", params) is not None:
+            return Claim(source["id"], key, None)
+    else:
+        # Three times in a row the key changed hands between two statements: treat as a repeat
+        # (the safe side: nothing stored twice); the provider retries later.
+        first = cur.one("dedup_find", params)
+    first = first or {}
     answer = {"id": first.get("id"), "status": first.get("status") or "accepted", "duplicate": True}
     log.info(
         "source %s: webhook %r is a duplicate of event %s; not stored",

@@ -4,15 +4,30 @@
 -- refuses ON CONFLICT DO UPDATE touching one row twice in a statement).
 
 -- name: dedup_claim
--- Take the key for the event about to be stored. A row comes back when the key was free or
--- its window had passed (taken over in place: an expired row never blocks); none when a live
--- claim holds it. A concurrent claim of the same key waits for the holder's transaction: if it
--- commits, the key is taken; if it rolls back, this insert goes ahead.
+-- Take the key for the event about to be stored: a row comes back when it was free. A
+-- concurrent claim of the same key waits for the holder's transaction: if that commits, the
+-- key is taken; if it rolls back, this insert goes ahead. DO NOTHING locks no existing row,
+-- so a burst of repeats of one id does not queue up behind each other.
 INSERT INTO ingest_dedup (source_id, dedup_key, expires_at)
 VALUES (%(source_id)s, %(dedup_key)s, now() + make_interval(secs => %(window)s))
-ON CONFLICT (source_id, dedup_key) DO UPDATE
-    SET event_id = NULL, expires_at = EXCLUDED.expires_at, created_at = now()
-    WHERE ingest_dedup.expires_at <= now()
+ON CONFLICT (source_id, dedup_key) DO NOTHING
+RETURNING dedup_key;
+
+-- name: dedup_find
+-- Who holds a key that could not be claimed: the first event (what a duplicate answers), or
+-- an expired row. A new statement, so under READ COMMITTED it sees a claim that a concurrent
+-- copy just committed. No row: it was deleted meanwhile (expired); claim again.
+SELECT d.event_id AS id, e.status, d.expires_at <= now() AS expired
+FROM ingest_dedup d
+LEFT JOIN events e ON e.id = d.event_id
+WHERE d.source_id = %(source_id)s AND d.dedup_key = %(dedup_key)s;
+
+-- name: dedup_take_expired
+-- Take over an expired key in place. Of concurrent takers one updates; the others re-check
+-- the condition on the row it wrote, find it live, and get no row back.
+UPDATE ingest_dedup
+SET event_id = NULL, expires_at = now() + make_interval(secs => %(window)s), created_at = now()
+WHERE source_id = %(source_id)s AND dedup_key = %(dedup_key)s AND expires_at <= now()
 RETURNING dedup_key;
 
 -- name: dedup_record_event
