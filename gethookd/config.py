@@ -45,16 +45,16 @@ def _positive_int(raw: str) -> int:
     return value
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
 
 def _duration(raw: str) -> float:
-    """Seconds, written `5`, `5s`, `250ms` or `2m`."""
+    """Seconds, written `5`, `5s`, `250ms`, `2m`, `1h` or `7d`."""
     match = _DURATION.match(raw)
     if not match:
-        raise ValueError("expected a duration such as 5, 5s, 250ms, 2m or 1h")
+        raise ValueError("expected a duration such as 5, 5s, 250ms, 2m, 1h or 7d")
     number, unit = float(match.group(1)), match.group(2) or "s"
-    seconds = number * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+    seconds = number * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}[unit]
     if seconds <= 0:
         raise ValueError("expected a duration greater than zero")
     return seconds
@@ -181,6 +181,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "MAX_INGEST_BYTES", _positive_int, "1048576", "Largest webhook body accepted (413 above)."
+    ),
+    Setting(
+        "DEDUP_WINDOW",
+        _duration,
+        "7d",
+        "How long a provider's delivery id is remembered: a repeat within it is not stored.",
     ),
     Setting(
         "DRAIN_TIMEOUT",

@@ -12,9 +12,11 @@ from gethookd.api import openapi
 from gethookd.api import validate as v
 from gethookd.errors import Invalid
 from gethookd.service import Gateway
+from gethookd.verify.base import PUBLIC_URL
 from gethookd.vocabulary import (
     BACKOFFS,
     DIRECTIONS,
+    DOMAIN_TYPE_ALIASES,
     DOMAIN_TYPES,
     EVENT_STATUSES,
     SOURCE_AUTH_MODES,
@@ -138,11 +140,15 @@ class ApiKey(Base):
 
 
 class ProviderPresets(Base):
+    auth = False  # public catalogue: GetHook's SDKs send no key for it
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         ok(resp, list(presets.PROVIDER_PRESETS))
 
 
 class DestinationPresets(Base):
+    auth = False  # public catalogue: GetHook's SDKs send no key for it
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         ok(resp, list(presets.DESTINATION_PRESETS))
 
@@ -319,7 +325,15 @@ class Ingest(Base):
                 description=f"webhook body exceeds MAX_INGEST_BYTES ({limit} bytes)"
             )
         body = req.bounded_stream.read(limit + 1)
-        event = self.gw.ingest(token, body, dict(req.headers))
+        headers = dict(req.headers)
+        # The public URL the provider posted to (Twilio signs it): the source's ingest_url
+        # as BASE_URL builds it, with the query string as sent.
+        query = f"?{req.query_string}" if req.query_string else ""
+        headers[PUBLIC_URL] = f"{self.gw.config.BASE_URL}/ingest/{token}{query}"
+        event = self.gw.ingest(token, body, headers)
+        if event.get("duplicate"):  # the provider's id was seen: the first event, nothing new
+            ok(resp, {"id": event["id"], "status": event["status"], "duplicate": True})
+            return
         ok(resp, {"id": event["id"], "status": event["status"]}, falcon.HTTP_202)
 
 
@@ -444,7 +458,8 @@ class CustomDomains(Base):
         domain = v.string(body, "domain", required=True, max_len=253)
         if not _DOMAIN.fullmatch(domain):
             raise Invalid("domain must be a host name such as hooks.example.com")
-        kind = v.choice(body, "type", DOMAIN_TYPES) or "ingest"
+        kind = v.choice(body, "type", (*DOMAIN_TYPES, *DOMAIN_TYPE_ALIASES)) or "ingest"
+        kind = DOMAIN_TYPE_ALIASES.get(kind, kind)  # the GetHook SDK's names
         ok(
             resp,
             self.gw.create_custom_domain(req.context.account_id, domain.lower(), kind),
