@@ -129,6 +129,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MIGRATIONS_DIR", _str, None, "Directory of numbered .sql migrations (default: bundled)."
     ),
+    Setting(
+        "SIGNUP",
+        _choice("open", "closed"),
+        "open",
+        "closed: /v1/auth/register and POST /v1/accounts answer 403 (the CLI still creates).",
+    ),
     Setting("CORS_ORIGIN", _str, "*", "Value of Access-Control-Allow-Origin on API answers."),
     Setting(
         "WORKER_POLL_INTERVAL",
@@ -231,8 +237,11 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def read_config_file(path: str) -> dict[str, str]:
-    """KEY=VALUE lines, `#` comments; the file is data, never code."""
+def read_config_file(path: str, lines: dict[str, int] | None = None) -> dict[str, str]:
+    """KEY=VALUE lines, `#` comments; the file is data, never code.
+
+    `lines`, if given, receives the line number of each setting (for error messages).
+    """
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -252,6 +261,8 @@ def read_config_file(path: str) -> dict[str, str]:
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         values[key] = value
+        if lines is not None:
+            lines[key] = number
     return values
 
 
@@ -259,7 +270,8 @@ def load(config_file: str | None = None, env: Mapping[str, str] | None = None) -
     """Defaults, then the file, then the environment; the first bad value stops it."""
     env = os.environ if env is None else env
     config_file = config_file or env.get("GETHOOKD_CONFIG") or None
-    from_file = read_config_file(config_file) if config_file else {}
+    lines: dict[str, int] = {}
+    from_file = read_config_file(config_file, lines) if config_file else {}
     values: dict[str, Any] = {}
     source: dict[str, str] = {}
     for setting in SETTINGS:
@@ -275,6 +287,11 @@ def load(config_file: str | None = None, env: Mapping[str, str] | None = None) -
                 values[setting.name] = setting.parse(raw)
             except ValueError as exc:
                 shown = "****" if setting.secret else repr(raw)
+                if origin == "file":
+                    raise ConfigError(
+                        f"{config_file}:{lines[setting.name]}: {setting.name}={shown} "
+                        f"is invalid: {exc}"
+                    ) from None
                 raise ConfigError(
                     f"{setting.name}={shown} (from {origin}) is invalid: {exc}"
                 ) from None
