@@ -59,6 +59,11 @@ def _duration(raw: str) -> float:
     return seconds
 
 
+def parse_duration(raw: str) -> float:
+    """A duration as the settings write it (for command-line options)."""
+    return _duration(raw)
+
+
 def _url(raw: str) -> str:
     parts = urlsplit(raw.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
