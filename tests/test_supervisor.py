@@ -817,3 +817,15 @@ def test_watchdog_interval_comes_from_systemds_environment(monkeypatch):
     assert OS().watchdog_interval() is None
     monkeypatch.delenv("WATCHDOG_USEC")
     assert OS().watchdog_interval() is None
+
+
+def test_watchdog_keeps_pinging_while_the_old_generation_serves_a_reload():
+    sup, fake, _ = reloading()
+    sup.watchdog = 10.0
+    sup.signals.append(HUP)
+    sup.step()
+    assert not sup._generation_ready()
+    for _ in range(3):
+        fake.advance(5)
+        sup.step()
+    assert fake.notes.count("WATCHDOG=1") == 4  # at once, then every 5 s

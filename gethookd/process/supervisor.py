@@ -368,7 +368,10 @@ class Supervisor:
             self._notified_ready = True
             self.os.notify("READY=1")
         self._retire_old_generations(now, ready)
-        self._ping_watchdog(now, ready)
+        # During a reload the old generation serves until the new one is ready.
+        old = [c for c in self.children if c.generation < self.generation]
+        serving = bool(old) and all(c.state == RUNNING for c in old)
+        self._ping_watchdog(now, ready or serving)
         return True
 
     def _ping_watchdog(self, now: float, healthy: bool) -> None:
