@@ -137,6 +137,10 @@ class OS:
         signal.set_wakeup_fd(-1)
         for sig in HANDLED:
             signal.signal(sig, signal.SIG_DFL)
+        # A child's group is not the terminal's foreground group: with `stty tostop` its log
+        # writes would raise SIGTTOU, whose default action stops the process.
+        for sig in (signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(sig, signal.SIG_IGN)
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 os.close(fd)
