@@ -60,6 +60,11 @@ def _duration(raw: str) -> float:
     return seconds
 
 
+def parse_duration(raw: str) -> float:
+    """A duration as the settings write it (for command-line options)."""
+    return _duration(raw)
+
+
 def _url(raw: str) -> str:
     parts = urlsplit(raw.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -141,6 +146,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("BASE_URL", _url, None, "Public URL of this gateway; ingest URLs are built from it."),
     Setting(
         "MIGRATIONS_DIR", _str, None, "Directory of numbered .sql migrations (default: bundled)."
+    ),
+    Setting(
+        "SIGNUP",
+        _choice("open", "closed"),
+        "open",
+        "closed: /v1/auth/register and POST /v1/accounts answer 403 (the CLI still creates).",
     ),
     Setting("CORS_ORIGIN", _str, "*", "Value of Access-Control-Allow-Origin on API answers."),
     Setting(
@@ -265,8 +276,11 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def read_config_file(path: str) -> dict[str, str]:
-    """KEY=VALUE lines, `#` comments; the file is data, never code."""
+def read_config_file(path: str, lines: dict[str, int] | None = None) -> dict[str, str]:
+    """KEY=VALUE lines, `#` comments; the file is data, never code.
+
+    `lines`, if given, receives the line number of each setting (for error messages).
+    """
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -286,6 +300,8 @@ def read_config_file(path: str) -> dict[str, str]:
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         values[key] = value
+        if lines is not None:
+            lines[key] = number
     return values
 
 
@@ -293,7 +309,8 @@ def load(config_file: str | None = None, env: Mapping[str, str] | None = None) -
     """Defaults, then the file, then the environment; the first bad value stops it."""
     env = os.environ if env is None else env
     config_file = config_file or env.get("GETHOOKD_CONFIG") or None
-    from_file = read_config_file(config_file) if config_file else {}
+    lines: dict[str, int] = {}
+    from_file = read_config_file(config_file, lines) if config_file else {}
     values: dict[str, Any] = {}
     source: dict[str, str] = {}
     for setting in SETTINGS:
@@ -309,6 +326,11 @@ def load(config_file: str | None = None, env: Mapping[str, str] | None = None) -
                 values[setting.name] = setting.parse(raw)
             except ValueError as exc:
                 shown = "****" if setting.secret else repr(raw)
+                if origin == "file":
+                    raise ConfigError(
+                        f"{config_file}:{lines[setting.name]}: {setting.name}={shown} "
+                        f"is invalid: {exc}"
+                    ) from None
                 raise ConfigError(
                     f"{setting.name}={shown} (from {origin}) is invalid: {exc}"
                 ) from None

@@ -595,6 +595,7 @@ def op(
         "400": "The request is malformed; the error names the field.",
         "401": "Missing, invalid or revoked API key.",
         "404": "No such object in this account.",
+        "403": "Sign-up is closed on this gateway (SIGNUP=closed).",
         "409": "Conflicts with an existing object.",
         "413": "The body is too large.",
         "503": "The database is not reachable.",
@@ -660,7 +661,8 @@ PATHS: dict[str, dict] = {
             "summary": "API reference for a browser (no external assets)",
             "security": [],
             "responses": {
-                "200": {"description": "HTML", "content": {"text/html": {"schema": STR}}}
+                "200": {"description": "HTML", "content": {"text/html": {"schema": STR}}},
+                "301": {"description": "From /docs/: to /docs, where the page's links resolve"},
             },
         }
     },
@@ -677,7 +679,8 @@ PATHS: dict[str, dict] = {
             ref("AccountBootstrap"),
             auth=False,
             body="Register",
-            errors=("409",),
+            errors=("403", "409"),
+            error_texts={"409": "The email is taken; log in with POST /v1/auth/login."},
         )
     },
     "/v1/auth/login": {
@@ -697,6 +700,7 @@ PATHS: dict[str, dict] = {
             ref("AccountBootstrap"),
             auth=False,
             body="AccountCreate",
+            errors=("403",),
         )
     },
     "/v1/api-keys": {

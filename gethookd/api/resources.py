@@ -81,6 +81,10 @@ class Docs(Base):
     PAGE = resources.files("gethookd.api").joinpath("docs.html").read_bytes()
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.env.get("PATH_INFO", "").endswith("/"):
+            # The page loads "openapi.json" relative to itself: from /docs/ that would be
+            # /docs/openapi.json. Relative, so a path prefix added by a proxy survives.
+            raise falcon.HTTPMovedPermanently("../docs")
         resp.content_type = falcon.MEDIA_HTML
         resp.data = self.PAGE
 
@@ -88,10 +92,27 @@ class Docs(Base):
 # -- accounts and keys --------------------------------------------------------------------
 
 
+SIGNUP_CLOSED = (
+    "sign-up is closed on this gateway (SIGNUP=closed); an operator creates accounts "
+    "with `gethookd accounts create`"
+)
+
+
+def _signup_open(gw: Gateway, resp: falcon.Response) -> bool:
+    """Whether anyone may create an account over HTTP; if not, the 403 is already set."""
+    if gw.config.SIGNUP == "open":
+        return True
+    resp.status = falcon.HTTP_403
+    resp.media = {"error": SIGNUP_CLOSED}
+    return False
+
+
 class Register(Base):
     auth = False
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not _signup_open(self.gw, resp):
+            return
         body = v.json_body(req)
         address = email(body, "email", required=True)
         password = v.string(body, "password", required=True, max_len=1024, strip=False)
@@ -115,6 +136,8 @@ class Accounts(Base):
     auth = False
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not _signup_open(self.gw, resp):
+            return
         body = v.json_body(req)
         name = v.string(body, "name", required=True)
         ok(resp, self.gw.register(name, None, None), falcon.HTTP_201)

@@ -124,7 +124,7 @@ def run(config: Config, role: str) -> int:
     # Until the supervisor takes over, a stop request is remembered and honoured as soon as
     # the database work in progress is done (so the embedded PostgreSQL is still stopped).
     early: list[int] = []
-    for sig in (*STOP_SIGNALS, signal.SIGHUP):
+    for sig in (*STOP_SIGNALS, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, lambda signum, _frame: early.append(signum))
     embedded = Embedded()
     try:
