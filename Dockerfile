@@ -16,8 +16,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # A dedicated unprivileged user. /run/gethookd is its private (0700) XDG runtime directory,
 # where the embedded PostgreSQL keeps its lock file.
-RUN groupadd --system gethookd \
-    && useradd --system --gid gethookd --home-dir /var/lib/gethookd --no-create-home \
+# Fixed ids (10001), so that Kubernetes' runAsNonRoot can check the numeric USER below.
+RUN groupadd --system --gid 10001 gethookd \
+    && useradd --system --uid 10001 --gid gethookd --home-dir /var/lib/gethookd --no-create-home \
         --shell /usr/sbin/nologin gethookd \
     && install -d -o gethookd -g gethookd -m 0700 /var/lib/gethookd /run/gethookd
 
@@ -37,7 +38,7 @@ ENV GETHOOKD_DATA_DIR=/var/lib/gethookd \
     PORT=8080
 VOLUME ["/var/lib/gethookd"]
 
-USER gethookd
+USER 10001:10001
 EXPOSE 8080
 STOPSIGNAL SIGTERM
 

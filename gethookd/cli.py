@@ -15,6 +15,7 @@ Exit codes:
   1  unexpected error
   2  invalid configuration or usage
   3  the database could not be reached or prepared, or a process could not boot
+  4  (status) the queue is stuck: due work older than --stuck-after
 """
 
 config_option = click.option(
@@ -64,6 +65,7 @@ def run(role: str, config_file: str | None) -> None:
                       finish (up to DRAIN_TIMEOUT), exit 0
       SIGINT/SIGQUIT  stop fast; unfinished deliveries are retried after their lease
       SIGHUP          re-read the configuration and replace the processes gracefully
+      SIGTTIN/SIGTTOU one more / one fewer delivery process (the removed one drains)
     """
     config = _load(config_file)
     from gethookd.process import daemon
@@ -111,6 +113,58 @@ def check_config(config_file: str | None) -> None:
             f"{config.GETHOOKD_DATA_DIR} (a development setup)."
         )
     click.echo("configuration OK")
+
+
+@main.command(epilog=EXIT_CODES)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option(
+    "--stuck-after",
+    default="5m",
+    show_default=True,
+    help="Exit 4 when the oldest due delivery has waited longer than this (5, 30s, 5m, 1h).",
+)
+@config_option
+def status(as_json: bool, stuck_after: str, config_file: str | None) -> None:
+    """Show the running processes and the delivery queue; exit 4 if the queue is stuck.
+
+    Reads the database the gateway uses (the embedded one too, beside a running
+    gateway) and never changes it.
+    """
+    try:
+        threshold = config_mod.parse_duration(stuck_after)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--stuck-after") from None
+    config = _load(config_file)
+
+    import psycopg2
+
+    from gethookd import status as status_mod
+    from gethookd.db import Database
+    from gethookd.process import daemon
+
+    embedded = daemon.Embedded()
+    try:
+        config = embedded.prepare(config)
+        database = Database(config.DATABASE_URL, maxconn=1)
+        try:
+            report = status_mod.queue_state(database)
+        finally:
+            database.close()
+    except psycopg2.Error as exc:
+        click.echo(f"gethookd: database error: {str(exc).strip()}", err=True)
+        sys.exit(3)
+    finally:
+        embedded.stop()
+    report["processes"] = status_mod.processes()
+    report["stuck_after_seconds"] = threshold
+    report["stuck"] = report["queue"]["due"] > 0 and report["oldest_due_seconds"] > threshold
+    if as_json:
+        import json
+
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(status_mod.render(report))
+    sys.exit(4 if report["stuck"] else 0)
 
 
 @main.group()

@@ -6,6 +6,7 @@ and the example file in conf/ are all driven by this table.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -44,19 +45,24 @@ def _positive_int(raw: str) -> int:
     return value
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
 
 def _duration(raw: str) -> float:
-    """Seconds, written `5`, `5s`, `250ms` or `2m`."""
+    """Seconds, written `5`, `5s`, `250ms`, `2m`, `1h` or `7d`."""
     match = _DURATION.match(raw)
     if not match:
-        raise ValueError("expected a duration such as 5, 5s, 250ms, 2m or 1h")
+        raise ValueError("expected a duration such as 5, 5s, 250ms, 2m, 1h or 7d")
     number, unit = float(match.group(1)), match.group(2) or "s"
-    seconds = number * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+    seconds = number * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}[unit]
     if seconds <= 0:
         raise ValueError("expected a duration greater than zero")
     return seconds
+
+
+def parse_duration(raw: str) -> float:
+    """A duration as the settings write it (for command-line options)."""
+    return _duration(raw)
 
 
 def _url(raw: str) -> str:
@@ -81,6 +87,18 @@ def _hex_key(raw: str) -> str:
             "generate one with `gethookd keygen`"
         )
     return value.lower()
+
+
+def _networks(raw: str) -> tuple:
+    """CIDRs (or single addresses), comma or space separated."""
+    networks = []
+    for item in re.split(r"[\s,]+", raw.strip()):
+        if item:
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ValueError(f"{item!r} is not a network such as 10.0.0.0/8") from None
+    return tuple(networks)
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -129,6 +147,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "MIGRATIONS_DIR", _str, None, "Directory of numbered .sql migrations (default: bundled)."
     ),
+    Setting(
+        "SIGNUP",
+        _choice("open", "closed"),
+        "open",
+        "closed: /v1/auth/register and POST /v1/accounts answer 403 (the CLI still creates).",
+    ),
     Setting("CORS_ORIGIN", _str, "*", "Value of Access-Control-Allow-Origin on API answers."),
     Setting(
         "WORKER_POLL_INTERVAL",
@@ -170,10 +194,29 @@ SETTINGS: tuple[Setting, ...] = (
         "MAX_INGEST_BYTES", _positive_int, "1048576", "Largest webhook body accepted (413 above)."
     ),
     Setting(
+        "DEDUP_WINDOW",
+        _duration,
+        "7d",
+        "How long a provider's delivery id is remembered: a repeat within it is not stored.",
+    ),
+    Setting(
         "DRAIN_TIMEOUT",
         _duration,
         "60s",
         "On SIGTERM, how long in-flight deliveries and requests may take to finish.",
+    ),
+    Setting(
+        "ALLOWED_DESTINATION_NETWORKS",
+        _networks,
+        None,
+        "CIDRs destinations may reach beyond public addresses (e.g. 10.0.0.0/8, ::1); "
+        "without DATABASE_URL loopback and private networks are allowed by default.",
+    ),
+    Setting(
+        "SECRET_ROTATION_GRACE",
+        _duration,
+        "24h",
+        "After rotate-secret, how long deliveries are also signed with the previous secret.",
     ),
     Setting("LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info", "Log verbosity."),
     Setting("LOG_FORMAT", _choice("text", "json"), "text", "Log lines as text or JSON."),
@@ -218,6 +261,8 @@ class Config:
                 shown[setting.name] = "****"
             elif setting.parse is _duration:
                 shown[setting.name] = f"{value:g}s"
+            elif isinstance(value, tuple):
+                shown[setting.name] = ", ".join(str(v) for v in value)
             else:
                 shown[setting.name] = str(value)
         return shown
@@ -231,8 +276,11 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def read_config_file(path: str) -> dict[str, str]:
-    """KEY=VALUE lines, `#` comments; the file is data, never code."""
+def read_config_file(path: str, lines: dict[str, int] | None = None) -> dict[str, str]:
+    """KEY=VALUE lines, `#` comments; the file is data, never code.
+
+    `lines`, if given, receives the line number of each setting (for error messages).
+    """
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -252,6 +300,8 @@ def read_config_file(path: str) -> dict[str, str]:
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         values[key] = value
+        if lines is not None:
+            lines[key] = number
     return values
 
 
@@ -259,7 +309,8 @@ def load(config_file: str | None = None, env: Mapping[str, str] | None = None) -
     """Defaults, then the file, then the environment; the first bad value stops it."""
     env = os.environ if env is None else env
     config_file = config_file or env.get("GETHOOKD_CONFIG") or None
-    from_file = read_config_file(config_file) if config_file else {}
+    lines: dict[str, int] = {}
+    from_file = read_config_file(config_file, lines) if config_file else {}
     values: dict[str, Any] = {}
     source: dict[str, str] = {}
     for setting in SETTINGS:
@@ -275,6 +326,11 @@ def load(config_file: str | None = None, env: Mapping[str, str] | None = None) -
                 values[setting.name] = setting.parse(raw)
             except ValueError as exc:
                 shown = "****" if setting.secret else repr(raw)
+                if origin == "file":
+                    raise ConfigError(
+                        f"{config_file}:{lines[setting.name]}: {setting.name}={shown} "
+                        f"is invalid: {exc}"
+                    ) from None
                 raise ConfigError(
                     f"{setting.name}={shown} (from {origin}) is invalid: {exc}"
                 ) from None

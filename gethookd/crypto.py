@@ -85,6 +85,27 @@ def sign_webhook(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
+def sign_webhooks(secrets: tuple[str, ...], msg_id: str, timestamp: int, body: bytes) -> str:
+    """webhook-signature with one `v1,<sig>` per secret, space-separated (Standard Webhooks):
+    a receiver accepts the webhook if any signature matches a secret it knows."""
+    return " ".join(sign_webhook(s, msg_id, timestamp, body) for s in secrets)
+
+
+def signing_secrets(
+    box: SecretBox, dest_id: object, current_enc: str | None, previous_enc: str | None = None
+) -> tuple[str, ...]:
+    """The secrets a delivery is signed with: the current one, then the previous one while
+    its rotation grace lasts (the caller passes previous_enc only then)."""
+    found = []
+    if current_enc:
+        found.append(box.decrypt(current_enc, aad("destinations.signing_secret", dest_id)))
+    if previous_enc:
+        found.append(
+            box.decrypt(previous_enc, aad("destinations.previous_signing_secret", dest_id))
+        )
+    return tuple(found)
+
+
 def mask(secret: str | None) -> str | None:
     if not secret:
         return secret

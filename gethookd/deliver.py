@@ -8,6 +8,9 @@ needs a gevent-patched process, as every delivery process is.
 from __future__ import annotations
 
 import base64
+import datetime
+import email.utils
+import http.cookiejar
 import time
 from dataclasses import dataclass
 
@@ -15,8 +18,8 @@ import gevent
 import requests
 from urllib3.exceptions import ReadTimeoutError
 
-from gethookd import __version__
-from gethookd.crypto import sign_webhook
+from gethookd import __version__, ssrf
+from gethookd.crypto import sign_webhooks
 
 RESPONSE_BODY_LIMIT = 64 * 1024  # bytes of UTF-8 text kept from a destination's answer
 ERROR_MESSAGE_LIMIT = 1000
@@ -33,9 +36,17 @@ class Request:
     event_type: str | None
     attempt_number: int
     timeout: float
-    signing_secret: str | None = None
+    signing_secret: str | None = None  # the one secret (kept while callers move on)
     custom_headers: dict | None = None
     auth_config: dict | None = None
+    # Every secret to sign with, current first: during a rotation's grace period the
+    # previous one too, so receivers that know either secret accept the webhook.
+    signing_secrets: tuple[str, ...] = ()
+
+    def secrets(self) -> tuple[str, ...]:
+        if self.signing_secrets:
+            return tuple(s for s in self.signing_secrets if s)
+        return (self.signing_secret,) if self.signing_secret else ()
 
 
 @dataclass(frozen=True)
@@ -45,10 +56,17 @@ class Outcome:
     response_body: str | None
     error_message: str | None
     latency_ms: int
+    # Seconds the destination asked us to wait (Retry-After on a 429 or 503), else None.
+    retry_after: float | None = None
 
     @property
     def ok(self) -> bool:
         return self.outcome == "success"
+
+    @property
+    def gone(self) -> bool:
+        """410 Gone: the destination says it will never take these webhooks again."""
+        return self.response_status == 410
 
 
 def cap_text(text: str | None, limit: int = RESPONSE_BODY_LIMIT) -> str | None:
@@ -91,10 +109,9 @@ def build_headers(req: Request, now: float | None = None) -> dict[str, str]:
     ours["X-GetHook-Attempt"] = str(req.attempt_number)
     if req.event_type:
         ours["X-GetHook-Event-Type"] = req.event_type
-    if req.signing_secret:
-        ours["Webhook-Signature"] = sign_webhook(
-            req.signing_secret, req.event_id, timestamp, req.body
-        )
+    secrets = req.secrets()
+    if secrets:
+        ours["Webhook-Signature"] = sign_webhooks(secrets, req.event_id, timestamp, req.body)
     taken = {name.lower() for name in ours}
     headers = {k: v for k, v in headers.items() if k.lower() not in taken}
     headers.update(ours)
@@ -109,6 +126,28 @@ def _read_capped(response: requests.Response) -> str:
         if size >= RESPONSE_BODY_LIMIT:
             break
     return cap_text(b"".join(chunks)[:RESPONSE_BODY_LIMIT].decode("utf-8", errors="replace"))
+
+
+def new_session(policy: ssrf.Policy, pool_maxsize: int = 10) -> requests.Session:
+    """The delivery session: no cookies kept, no retries, no proxies from the environment,
+    and every connection resolved through `policy` and pinned to the address it checked."""
+    session = requests.Session()
+    # A webhook sender keeps no cookies: one destination's must never reach another.
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    # No HTTP(S)_PROXY/.netrc from the environment: a proxy would make the connection (and
+    # so the address check) go elsewhere. A CA bundle named there is still honoured.
+    session.trust_env = False
+    session.verify = _env_ca_bundle() or True
+    adapter = ssrf.adapter(policy, pool_maxsize=pool_maxsize, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _env_ca_bundle() -> str | None:
+    import os
+
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
 
 
 def send(req: Request, session: requests.Session) -> Outcome:
@@ -143,6 +182,8 @@ def send(req: Request, session: requests.Session) -> Outcome:
         if exc is not timer:
             raise  # someone else's deadline: not ours to swallow
         return timed_out()
+    except ssrf.Refused as exc:
+        return Outcome("network_error", None, None, f"refused: url {exc}"[:1000], elapsed())
     except requests.Timeout:
         return timed_out()
     except requests.ConnectionError as exc:
@@ -154,10 +195,12 @@ def send(req: Request, session: requests.Session) -> Outcome:
         return Outcome("network_error", None, None, _describe(exc), elapsed())
     finally:
         timer.close()
-    return classify(response.status_code, body, elapsed())
+    return classify(response.status_code, body, elapsed(), response.headers.get("Retry-After"))
 
 
-def classify(status: int, body: str | None, latency_ms: int) -> Outcome:
+def classify(
+    status: int, body: str | None, latency_ms: int, retry_after: str | None = None
+) -> Outcome:
     if 200 <= status < 300:
         return Outcome("success", status, body, None, latency_ms)
     if status >= 500:
@@ -167,7 +210,30 @@ def classify(status: int, body: str | None, latency_ms: int) -> Outcome:
     error = f"destination answered HTTP {status}"
     if 300 <= status < 400:
         error += " (redirects are not followed)"
-    return Outcome(kind, status, body, error, latency_ms)
+    wait = parse_retry_after(retry_after) if status in (429, 503) else None
+    if wait is not None:
+        error += f" (Retry-After: {wait:g}s)"
+    return Outcome(kind, status, body, error, latency_ms, wait)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP-date (RFC 9110 10.2.3);
+    a date in the past is 0; anything else (junk, negative) is None, as if absent."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(min(int(value), 10**9))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:  # asctime form: an HTTP-date is always GMT
+        when = when.replace(tzinfo=datetime.UTC)
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
 
 
 def _describe(exc: Exception) -> str:

@@ -70,14 +70,58 @@ PROVIDER_PRESETS: tuple[dict, ...] = (
         "color": "#0EA5E9",
     },
     {
+        "id": "twilio",
+        "name": "Twilio",
+        "category": "communication",
+        "auth_mode": "provider",
+        "header": "X-Twilio-Signature",
+        "description": (
+            "Messaging and voice status callbacks, base64 HMAC-SHA1 of the ingest URL and the "
+            "sorted form parameters, or of the URL with bodySHA256 for JSON "
+            "(verification_config.secret: the account's auth token)."
+        ),
+        "docs_url": "https://www.twilio.com/docs/usage/webhooks/webhooks-security",
+        "color": "#F22F46",
+    },
+    {
+        "id": "paddle",
+        "name": "Paddle",
+        "category": "payments",
+        "auth_mode": "provider",
+        "header": "Paddle-Signature",
+        "description": (
+            'Paddle Billing notifications, ts=...;h1=<hex HMAC-SHA256 of "<ts>:<body>"> '
+            "(verification_config.secret: the destination's secret key; timestamps within "
+            "5 minutes)."
+        ),
+        "docs_url": "https://developer.paddle.com/webhooks/signature-verification",
+        "color": "#FDDD35",
+    },
+    {
+        "id": "generic_hmac",
+        "name": "Generic HMAC (SHA-1, SHA-256, SHA-512)",
+        "category": "other",
+        "auth_mode": "hmac",
+        "header": "X-Signature",
+        "description": (
+            "Any provider that signs the body with a shared secret: verification_config "
+            "secret, header (default X-Signature), algorithm sha1|sha256|sha512 (default "
+            "sha256), encoding hex|base64 (default hex), prefix (e.g. sha256=). "
+            "auth_mode shared_secret is the same."
+        ),
+        "docs_url": "https://github.com/gethook/gethookd#inbound-verification",
+        "color": "#6B7280",
+    },
+    {
         "id": "generic",
         "name": "Generic webhook",
         "category": "other",
         "auth_mode": "none",
         "header": "",
         "description": (
-            "Any provider; nothing verified. For a provider that signs with HMAC-SHA256, "
-            "use auth_mode hmac with verification_config secret, header, encoding, prefix."
+            "Any provider; nothing verified. For a provider that signs with an HMAC, "
+            "use auth_mode hmac with verification_config secret, header, algorithm, encoding, "
+            "prefix."
         ),
         "docs_url": "https://github.com/gethook/gethookd#readme",
         "color": "#6B7280",

@@ -24,6 +24,10 @@ ATTEMPT_OUTCOMES = (
     "cancelled",
 )
 BACKOFFS = ("exponential", "linear", "fixed")
-SOURCE_AUTH_MODES = ("none", "hmac", "basic", "bearer", "api_key", "provider")
+# shared_secret: GetHook's name for hmac (its SDKs offer only none and shared_secret).
+SOURCE_AUTH_MODES = ("none", "hmac", "shared_secret", "basic", "bearer", "api_key", "provider")
 DESTINATION_AUTH_TYPES = ("none", "bearer", "api_key", "basic")
-DOMAIN_TYPES = ("ingest", "portal", "api")
+DOMAIN_TYPES = ("ingest", "portal", "api", "docs")
+# The GetHook SDK's custom-domain types (webhook, docs, portal), accepted next to ours:
+# `webhook` is the host providers post to, which gethookd calls `ingest`, and is stored so.
+DOMAIN_TYPE_ALIASES = {"webhook": "ingest"}

@@ -28,6 +28,9 @@ FAST_ENV = {
     "DRAIN_TIMEOUT": "10s",
     "API_WORKERS": "1",
     "LOG_LEVEL": "info",
+    # The suite's sinks listen on 127.0.0.1, which the SSRF guard refuses by default
+    # (tests/test_ssrf.py shows that default).
+    "ALLOWED_DESTINATION_NETWORKS": "127.0.0.0/8",
 }
 
 

@@ -170,6 +170,14 @@ class Daemon:
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
+        import psutil
+
+        family = []  # children lead their own process groups: killpg(master) misses them
+        if self.proc and self.proc.poll() is None:
+            try:
+                family = psutil.Process(self.proc.pid).children(recursive=True)
+            except psutil.Error:
+                pass
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -181,6 +189,11 @@ class Daemon:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)  # anything left in its group
             except ProcessLookupError:
+                pass
+        for leftover in family:
+            try:
+                leftover.kill()
+            except psutil.Error:
                 pass
         if hasattr(self, "log_file"):
             self.log_file.close()

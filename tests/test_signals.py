@@ -292,3 +292,110 @@ def test_startup_waits_for_a_database_that_comes_up_late(daemon_factory, pg_admi
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()
+
+
+# -- Ctrl-C: SIGINT to the whole process group, as a terminal sends it ----------------------
+
+
+def _marked(mark: str) -> list[psutil.Process]:
+    """Every process of this user whose environment carries `mark` (the daemon's family)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("GETHOOKD_TEST_MARK") == mark:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+            probe.listen(1)
+        except OSError:
+            return False
+    return True
+
+
+def test_ctrl_c_to_the_process_group_leaves_nothing_behind(base_env, tmp_path, sink):
+    """30 stops by SIGINT to the group: during start-up, after 0-3 s idle, under ingest."""
+    from helpers import Daemon
+
+    ingest_path = None
+    pauses = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    for i in range(30):
+        mark = uuid.uuid4().hex
+        env = {**base_env, "API_WORKERS": "2", "GETHOOKD_TEST_MARK": mark}
+        daemon = Daemon(env, tmp_path / f"ctrl-c-{i}.log")
+        try:
+            daemon.start(wait_ready=False)
+            stop_load = threading.Event()
+            load = None
+            if i % 5 == 4:  # SIGINT while it starts: before or as it forks its children
+                if i % 10 == 4:
+                    wait_for(lambda d=daemon: "gethookd starting" in d.log(), what="start-up")
+            else:
+                daemon.wait_ready()
+                if ingest_path is None:
+                    objs = Api(daemon.url).register().pipeline(sink.url)
+                    ingest_path = urlsplit(objs["source"]["ingest_url"]).path
+                if i % 3 == 0:  # under load: ingest (and so deliveries) until the signal
+
+                    def hammer(url=daemon.url + ingest_path, stop_load=stop_load):
+                        with requests.Session() as session:
+                            while not stop_load.is_set():
+                                try:
+                                    session.post(url, data=b"{}", timeout=5)
+                                except requests.RequestException:
+                                    pass
+
+                    load = threading.Thread(target=hammer, daemon=True)
+                    load.start()
+                    wait_for(lambda: sink.requests, what="deliveries under load")
+                # The idle period before Ctrl-C is the point of this test, not a wait.
+                stop_load.wait(pauses[i % len(pauses)])
+            os.killpg(daemon.proc.pid, signal.SIGINT)
+            code = daemon.wait(20)
+            stop_load.set()
+            if load:
+                load.join(10)
+            wait_for(lambda m=mark: not _marked(m), timeout=5, what=f"no process left (stop {i})")
+            assert _port_free(daemon.port), f"stop {i}: the port is still taken"
+            # Signalled before Python has installed any handler, the master dies of SIGINT.
+            expected = (0, -signal.SIGINT) if i % 10 == 9 else (0,)
+            assert code in expected, f"stop {i}: exit code {code}\n{daemon.log()}"
+        finally:
+            daemon.kill()
+            for leftover in _marked(mark):
+                leftover.kill()
+
+
+# -- SIGTTIN / SIGTTOU ---------------------------------------------------------------------
+
+
+def test_sigttin_adds_and_sigttou_drains_a_delivery_process(daemon_factory, sink):
+    daemon = daemon_factory()
+    [first] = daemon.children()["worker"]
+    daemon.signal(signal.SIGTTIN)
+    wait_for(lambda: len(daemon.children().get("worker", [])) == 2, what="a second worker")
+    wait_for(lambda: "delivery process 2 ready" in daemon.log(), what="worker 2 ready")
+    [second] = [pid for pid in daemon.children()["worker"] if pid != first]
+    assert title(second) == "gethookd: delivery worker 2"
+    daemon.signal(signal.SIGTTOU)
+    wait_for(lambda: gone(second), what="worker 2 to drain and exit")
+    assert daemon.children()["worker"] == [first]
+    log = daemon.log()
+    assert "scaling up to 2 delivery process(es)" in log
+    assert "scaling down to 1 delivery process(es)" in log
+    assert "delivery process 2 stopped" in log, "it drained (SIGTERM), not killed"
+    # Down to none: nothing is delivered; back up: the waiting event goes out.
+    daemon.signal(signal.SIGTTOU)
+    wait_for(lambda: gone(first), what="worker 1 to exit")
+    objs = Api(daemon.url).register().pipeline(sink.url)
+    ingest(objs, b"waiting for a worker")
+    daemon.signal(signal.SIGTTIN)
+    wait_for(lambda: sink.bodies() == [b"waiting for a worker"], what="delivery after TTIN")
+    assert daemon.proc.poll() is None

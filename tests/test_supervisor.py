@@ -24,6 +24,7 @@ from gethookd.process.supervisor import (
     FAST_STOP_GRACE,
     FATAL,
     HEALTHY_AFTER,
+    MAX_WORKER_PROCESSES,
     OS,
     READY_WAIT,
     RUNNING,
@@ -34,12 +35,14 @@ from gethookd.process.supervisor import (
     backoff_delay,
 )
 
-TERM, QUIT, KILL, INT, HUP = (
+TERM, QUIT, KILL, INT, HUP, TTIN, TTOU = (
     signal.SIGTERM,
     signal.SIGQUIT,
     signal.SIGKILL,
     signal.SIGINT,
     signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
 )
 
 
@@ -52,6 +55,8 @@ class FakeOS:
         self.live: set[int] = set()
         self.forks: list[int] = []
         self.kills: list[tuple[int, int]] = []
+        self.group_kills: list[tuple[int, int]] = []
+        self.watchdog: float | None = None
         self.exits: list[tuple[int, int]] = []
         self.closed: list[int] = []
         self.notes: list[str] = []
@@ -80,6 +85,13 @@ class FakeOS:
         self.kills.append((pid, sig))
         if pid in self.live and (sig == KILL or sig in self.obey):
             self.exit(pid, -sig)
+
+    def kill_group(self, pid, sig):
+        self.group_kills.append((pid, sig))
+        self.kill(pid, sig)
+
+    def watchdog_interval(self):
+        return self.watchdog
 
     def reap(self):
         done, self.exits = self.exits, []
@@ -641,3 +653,179 @@ def test_real_fork_child_starts_with_default_signal_handlers():
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+# -- a child that does not stop is killed with its whole process group ---------------------
+
+
+def test_the_stop_deadline_kills_each_childs_process_group():
+    sup, fake = started()
+    make_ready(sup)
+    fake.obey = set()
+    sup.signals.append(INT)
+    sup.step()
+    fake.advance(FAST_STOP_GRACE)
+    sup.step()
+    assert sorted(fake.group_kills) == sorted((pid, KILL) for pid in fake.forks)
+
+
+def test_real_children_lead_their_own_process_group():
+    system = OS()
+
+    def report(ready_fd):
+        os.write(ready_fd, b"1" if os.getpgid(0) == os.getpid() else b"0")
+        return 0
+
+    pid, fd = system.fork(report)
+    try:
+        assert _wait_child(pid) == 0
+        assert os.read(fd, 16) == b"1"
+    finally:
+        os.close(fd)
+
+
+# -- SIGTTIN / SIGTTOU ----------------------------------------------------------------------
+
+
+def test_sigttin_adds_a_delivery_process_and_sigttou_drains_one():
+    sup, fake = started(WORKER_PROCESSES="2")
+    make_ready(sup)
+    sup.step()
+    sup.signals.append(TTIN)
+    sup.step()
+    assert [c.name for c in sup.children] == ["api", "worker-1", "worker-2", "worker-3"]
+    third = child(sup, "worker-3")
+    assert third.state == STARTING and third.pid == fake.forks[-1]
+    make_ready(sup)
+    sup.step()
+    fake.obey = set()  # a draining worker takes its time
+    sup.signals.append(TTOU)
+    sup.step()
+    assert fake.signals_to(third.pid) == [TERM]
+    assert third.state == STOPPING and third.retired
+    sup.step()
+    assert third.pid in live_pids(sup), "it drains; nothing else is touched"
+    assert all(fake.signals_to(c.pid) == [] for c in sup.children if c is not third)
+    fake.exit(third.pid, 0)
+    sup.step()
+    assert [c.name for c in sup.children] == ["api", "worker-1", "worker-2"]
+    forks = len(fake.forks)
+    fake.advance(60)
+    sup.step()
+    assert len(fake.forks) == forks, "a retired worker is not restarted"
+
+
+def test_sigttou_never_goes_below_zero_and_sigttin_has_a_cap(caplog):
+    sup, fake = started()
+    make_ready(sup)
+    worker = child(sup, "worker-1").pid
+    for _ in range(3):
+        sup.signals.append(TTOU)
+    sup.step()
+    assert sup.workers == 0
+    assert fake.signals_to(worker) == [TERM]
+    assert [c.name for c in sup.children] == ["api"]
+    assert "delivery processes stay at 0" in caplog.text
+    sup.workers = MAX_WORKER_PROCESSES
+    sup.signals.append(TTIN)
+    sup.step()
+    assert sup.workers == MAX_WORKER_PROCESSES
+    assert f"between 0 and {MAX_WORKER_PROCESSES}" in caplog.text
+
+
+def test_sigttin_on_an_api_only_instance_changes_nothing():
+    sup, fake = started(role="api")
+    forks = len(fake.forks)
+    sup.signals.append(TTIN)
+    sup.step()
+    assert len(fake.forks) == forks and [c.name for c in sup.children] == ["api"]
+
+
+def test_scaling_down_then_up_again_reuses_the_slot_and_is_ready():
+    sup, fake = started()
+    make_ready(sup)
+    sup.step()
+    first = child(sup, "worker-1")
+    fake.obey = set()
+    sup.signals += [TTOU, TTIN]
+    sup.step()
+    assert first.retired and first.pid in live_pids(sup)
+    [new] = [c for c in sup.children if c.name == "worker-1" and not c.retired]
+    make_ready(sup)
+    fake.exit(first.pid, 0)
+    sup.step()
+    assert first not in sup.children and new.state == RUNNING
+    assert sup._generation_ready()
+
+
+def test_a_reload_goes_back_to_the_configured_number_of_workers():
+    sup, fake, _ = reloading(WORKER_PROCESSES="1")
+    sup.signals += [TTIN, TTIN]
+    sup.step()
+    assert sup.workers == 3
+    sup.signals.append(HUP)
+    sup.step()
+    assert sup.workers == 1
+    assert [c.name for c in sup.children if c.generation == sup.generation] == [
+        "api",
+        "worker-1",
+    ]
+
+
+# -- systemd watchdog -------------------------------------------------------------------------
+
+
+def test_watchdog_pings_at_half_the_interval_only_while_children_are_healthy():
+    sup, fake = started()
+    sup.watchdog = 10.0
+    sup.step()
+    assert "WATCHDOG=1" not in fake.notes, "not before every child is up"
+    make_ready(sup)
+    sup.step()
+    assert fake.notes.count("WATCHDOG=1") == 1
+    fake.advance(4.9)
+    sup.step()
+    assert fake.notes.count("WATCHDOG=1") == 1
+    fake.advance(0.1)
+    sup.step()
+    assert fake.notes.count("WATCHDOG=1") == 2
+    assert sup._timeout() <= 5.0
+    # A crashing child: no pings until it is back and ready.
+    fake.exit(child(sup, "worker-1").pid, 1)
+    for _ in range(10):
+        fake.advance(1)
+        sup.step()
+    assert fake.notes.count("WATCHDOG=1") == 2
+    make_ready(sup)
+    sup.step()
+    assert fake.notes.count("WATCHDOG=1") == 3
+
+
+def test_no_watchdog_pings_without_watchdog_sec():
+    sup, fake = started()
+    make_ready(sup)
+    fake.advance(100)
+    sup.step()
+    assert "WATCHDOG=1" not in fake.notes
+
+
+def test_watchdog_interval_comes_from_systemds_environment(monkeypatch):
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    assert OS().watchdog_interval() == 30.0
+    monkeypatch.setenv("WATCHDOG_PID", "1")  # meant for another process
+    assert OS().watchdog_interval() is None
+    monkeypatch.delenv("WATCHDOG_USEC")
+    assert OS().watchdog_interval() is None
+
+
+def test_watchdog_keeps_pinging_while_the_old_generation_serves_a_reload():
+    sup, fake, _ = reloading()
+    sup.watchdog = 10.0
+    sup.signals.append(HUP)
+    sup.step()
+    assert not sup._generation_ready()
+    for _ in range(3):
+        fake.advance(5)
+        sup.step()
+    assert fake.notes.count("WATCHDOG=1") == 4  # at once, then every 5 s

@@ -33,7 +33,10 @@ def to_json(value: object) -> str:
 
 
 class Auth:
-    """Resolves the Bearer key to an account on every request (revocation is immediate)."""
+    """Resolves the Bearer key to an account on every request (revocation is immediate).
+
+    `Authorization: hk_...` (no scheme) is taken as `Bearer hk_...`.
+    """
 
     def __init__(self, gateway: Gateway) -> None:
         self.gw = gateway
@@ -41,7 +44,10 @@ class Auth:
     def process_resource(self, req: falcon.Request, resp, resource, params) -> None:
         if resource is None or not getattr(resource, "auth", True) or req.method == "OPTIONS":
             return
-        header = req.get_header("Authorization") or ""
+        header = (req.get_header("Authorization") or "").strip()
+        if header.startswith("hk_") and " " not in header:
+            # A bare key, as GetHook's generated SDKs send it (api_key with no prefix).
+            header = f"Bearer {header}"
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise falcon.HTTPUnauthorized(

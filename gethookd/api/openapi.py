@@ -124,9 +124,23 @@ SCHEMAS: dict[str, dict] = {
                 "type": ["string", "null"],
                 "description": "Masked, except in the create answer.",
             },
+            "previous_secret_expires_at": {
+                **NTIME,
+                "description": "After rotate-secret: until then deliveries also carry a "
+                "signature made with the previous secret (null when there is none).",
+            },
         },
     ),
-    "SecretRotation": obj({"destination_id": UUID, "signing_secret": STR}),
+    "SecretRotation": obj(
+        {"destination_id": UUID, "signing_secret": STR},
+        {
+            "previous_secret_expires_at": {
+                **NTIME,
+                "description": "The replaced secret also signs deliveries until then "
+                "(SECRET_ROTATION_GRACE).",
+            }
+        },
+    ),
     "RetryPolicy": obj(
         {
             "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
@@ -187,6 +201,13 @@ SCHEMAS: dict[str, dict] = {
     "EventPage": obj({"items": arr(ref("Event")), "total": INT}),
     "EventDetail": obj({"event": ref("Event"), "attempts": arr(ref("DeliveryAttempt"))}),
     "Accepted": obj({"id": UUID, "status": {"type": "string", "enum": EVENT_STATUS}}),
+    "Duplicate": obj(
+        {
+            "id": {"anyOf": [UUID, {"type": "null"}]},
+            "status": {"type": "string", "enum": EVENT_STATUS},
+            "duplicate": {"type": "boolean", "const": True},
+        }
+    ),
     "ReplayResult": obj({"original_event_id": UUID, "replay_event_id": UUID, "status": STR}),
     "Stats": obj(
         {
@@ -278,6 +299,13 @@ NAME = text()
 LINE = {"type": "string", "maxLength": 4096, "pattern": "^[^\\r\\n\\u0000]*$"}
 HEADER_NAME = {"type": "string", "pattern": "^[!#$%&'*+\\-.^_`|~0-9A-Za-z]{1,100}$"}
 HTTP_URL = {"type": "string", "format": "uri", "maxLength": 2048, "pattern": "^https?://[^/?#]"}
+DESTINATION_URL = {
+    **HTTP_URL,
+    "description": "Its host must be, and resolve to, public addresses only (400 naming the "
+    "address otherwise; checked again at each send): loopback, private, link-local, "
+    "unique-local, CGNAT, multicast, reserved and cloud metadata addresses are refused in "
+    "every spelling unless ALLOWED_DESTINATION_NETWORKS opens them.",
+}
 EMAIL = {"type": "string", "format": "email", "maxLength": 254}
 HEADERS = {
     "type": "object",
@@ -345,6 +373,7 @@ VERIFY_KINDS: dict[str, dict] = {
     vbase.USERNAME: {**_VSECRET, "pattern": "^[^:\\r\\n\\u0000]*$"},
     vbase.HEADER: HEADER_NAME,
     vbase.ENCODING: {"type": "string", "enum": list(vbase.ENCODINGS)},
+    vbase.ALGORITHM: {"type": "string", "enum": list(vbase.ALGORITHMS)},
     vbase.PREFIX: {**_VLINE, "maxLength": 100},
     vbase.SECONDS: {
         "anyOf": [
@@ -356,10 +385,11 @@ VERIFY_KINDS: dict[str, dict] = {
 
 
 def _verification_config(scheme: verify.Scheme) -> dict:
+    fields = {**scheme.fields, **verify.COMMON_FIELDS}
     return {
         "type": "object",
-        "required": [n for n, f in scheme.fields.items() if f.required],
-        "properties": {n: VERIFY_KINDS[f.kind] for n, f in scheme.fields.items()},
+        "required": [n for n, f in fields.items() if f.required],
+        "properties": {n: VERIFY_KINDS[f.kind] for n, f in fields.items()},
         "additionalProperties": False,
     }
 
@@ -372,7 +402,7 @@ def _source_variants() -> list[dict]:
             "properties": {
                 "auth_mode": {"enum": ["none", None]},
                 "verification_config": {
-                    "anyOf": [{"type": "null"}, {"type": "object", "maxProperties": 0}]
+                    "anyOf": [{"type": "null"}, _verification_config(verify.SCHEMES["none"])]
                 },
             }
         }
@@ -383,12 +413,12 @@ def _source_variants() -> list[dict]:
         providers = [p for p, s in verify.PROVIDERS.items() if s == name]
         if providers:
             selector = {
-                "auth_mode": {"enum": ["hmac", "provider"]},
+                "auth_mode": {"enum": [*verify.HMAC_MODES, "provider"]},
                 "provider": {"enum": providers},
             }
         elif name == "hmac":
             selector = {
-                "auth_mode": {"const": "hmac"},
+                "auth_mode": {"enum": list(verify.HMAC_MODES)},
                 "provider": {"anyOf": [{"type": "null"}, {"not": {"enum": known}}]},
             }
         else:
@@ -405,13 +435,16 @@ def _source_variants() -> list[dict]:
 
 VERIFICATION_CONFIG_DOC = (
     "What inbound webhooks must prove; checked for the scheme that auth_mode and provider "
-    "choose, and refused with 400 naming the field. auth_mode provider, or hmac with "
-    "provider stripe|github|shopify|slack|standard_webhooks|svix: {secret, "
-    "tolerance_seconds? (stripe, slack, standard_webhooks; default 300)}. hmac with any "
-    "other provider: {secret, header? (default X-Signature), encoding? hex|base64 "
-    "(default hex), prefix? (e.g. sha256=)}. basic: {username, password}. bearer: {token}. "
-    "api_key: {header, value}. none: nothing. Secrets are stored encrypted and masked in "
-    "answers. An ingest request that fails verification is answered 401 and not stored."
+    "choose, and refused with 400 naming the field. auth_mode provider, or hmac/shared_secret "
+    "with provider " + "|".join(verify.PROVIDERS) + ": {secret, tolerance_seconds? (stripe, "
+    "slack, standard_webhooks, paddle; default 300)}. hmac or shared_secret (the same) with "
+    "any other provider: {secret, header? (default X-Signature), algorithm? "
+    "sha1|sha256|sha512 (default sha256), encoding? hex|base64 (default hex), prefix? (e.g. "
+    "sha256=)}. basic: {username, password}. bearer: {token}. api_key: {header, value}. "
+    "none: nothing. Every mode also takes dedup_header?: the request header holding the "
+    "sender's delivery id to deduplicate on (providers' own ids are known without it). "
+    "Secrets are stored encrypted and masked in answers. An ingest request that fails "
+    "verification is answered 401 and not stored."
 )
 
 BODIES: dict[str, dict] = {
@@ -451,7 +484,7 @@ BODIES: dict[str, dict] = {
         "anyOf": _source_variants(),
     },
     "DestinationCreate": req_obj(
-        {"name": NAME, "url": HTTP_URL},
+        {"name": NAME, "url": DESTINATION_URL},
         {
             "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 300},
             "signing_secret": SIGNING_SECRET,
@@ -465,7 +498,7 @@ BODIES: dict[str, dict] = {
         "additionalProperties": False,
         "properties": {
             "name": NAME,
-            "url": HTTP_URL,
+            "url": DESTINATION_URL,
             "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 300},
             "active": BOOL,
             "auth_config": nullable(ref("AuthConfig")),
@@ -509,7 +542,13 @@ BODIES: dict[str, dict] = {
                 "pattern": ("^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]{2,63}$"),
             }
         },
-        {"type": {"type": "string", "enum": list(vocabulary.DOMAIN_TYPES)}},
+        {
+            "type": {
+                "type": "string",
+                "enum": [*vocabulary.DOMAIN_TYPES, *vocabulary.DOMAIN_TYPE_ALIASES],
+                "description": "webhook (the GetHook SDK's name) is stored as ingest.",
+            }
+        },
     ),
 }
 
@@ -556,6 +595,7 @@ def op(
         "400": "The request is malformed; the error names the field.",
         "401": "Missing, invalid or revoked API key.",
         "404": "No such object in this account.",
+        "403": "Sign-up is closed on this gateway (SIGNUP=closed).",
         "409": "Conflicts with an existing object.",
         "413": "The body is too large.",
         "503": "The database is not reachable.",
@@ -591,6 +631,18 @@ PAGE = [
     query("offset", {"type": "integer", "minimum": 0, "maximum": 10_000_000, "default": 0}),
 ]
 
+_INGEST = op(
+    "Receive a provider's webhook",
+    "202",
+    ref("Accepted"),
+    auth=False,
+    errors=("401", "404", "413"),
+    error_texts={
+        "401": "The webhook failed the source's verification (signature, timestamp "
+        "or credentials); nothing was stored. The error says what was wrong."
+    },
+)
+
 PATHS: dict[str, dict] = {
     "/openapi.json": {
         "get": {
@@ -609,7 +661,8 @@ PATHS: dict[str, dict] = {
             "summary": "API reference for a browser (no external assets)",
             "security": [],
             "responses": {
-                "200": {"description": "HTML", "content": {"text/html": {"schema": STR}}}
+                "200": {"description": "HTML", "content": {"text/html": {"schema": STR}}},
+                "301": {"description": "From /docs/: to /docs, where the page's links resolve"},
             },
         }
     },
@@ -626,7 +679,8 @@ PATHS: dict[str, dict] = {
             ref("AccountBootstrap"),
             auth=False,
             body="Register",
-            errors=("409",),
+            errors=("403", "409"),
+            error_texts={"409": "The email is taken; log in with POST /v1/auth/login."},
         )
     },
     "/v1/auth/login": {
@@ -646,6 +700,7 @@ PATHS: dict[str, dict] = {
             ref("AccountBootstrap"),
             auth=False,
             body="AccountCreate",
+            errors=("403",),
         )
     },
     "/v1/api-keys": {
@@ -661,7 +716,9 @@ PATHS: dict[str, dict] = {
     "/v1/api-keys/{key_id}": {
         "delete": op("Revoke an API key", "204", None, params=[path_id("key_id")], errors=("404",))
     },
-    "/v1/provider-presets": {"get": op("Provider presets", "200", arr(ref("ProviderPreset")))},
+    "/v1/provider-presets": {
+        "get": op("Provider presets (no auth)", "200", arr(ref("ProviderPreset")), auth=False)
+    },
     "/v1/sources": {
         "get": op("List sources", "200", arr(ref("Source"))),
         "post": op("Create a source", "201", ref("Source"), body="SourceCreate"),
@@ -675,7 +732,7 @@ PATHS: dict[str, dict] = {
         ),
     },
     "/v1/destination-presets": {
-        "get": op("Destination presets", "200", arr(ref("DestinationPreset")))
+        "get": op("Destination presets (no auth)", "200", arr(ref("DestinationPreset")), auth=False)
     },
     "/v1/destinations": {
         "get": op("List destinations", "200", arr(ref("Destination"))),
@@ -729,20 +786,22 @@ PATHS: dict[str, dict] = {
     },
     "/ingest/{token}": {
         "post": {
-            **op(
-                "Receive a provider's webhook",
-                "202",
-                ref("Accepted"),
-                auth=False,
-                errors=("401", "404", "413"),
-                error_texts={
-                    "401": "The webhook failed the source's verification (signature, timestamp "
-                    "or credentials); nothing was stored. The error says what was wrong."
-                },
-            ),
+            **_INGEST,
+            "responses": {
+                **_INGEST["responses"],
+                **_ok(
+                    "200",
+                    ref("Duplicate"),
+                    "A repeat of a webhook already stored (same provider delivery id within "
+                    "DEDUP_WINDOW): the first event's id; nothing stored or queued.",
+                ),
+            },
             "description": (
                 "Verified against the source's auth_mode, provider and verification_config "
-                "before anything is stored; a request that fails is answered 401 and dropped."
+                "before anything is stored; a request that fails is answered 401 and dropped. "
+                "A verified repeat of a delivery the source already took (the provider's own "
+                "id, or verification_config.dedup_header) is answered 200 with the first "
+                "event's id and duplicate: true."
             ),
             "parameters": [{"name": "token", "in": "path", "required": True, "schema": STR}],
             "requestBody": {
@@ -847,7 +906,11 @@ def document(base_url: str | None = None) -> dict:
         "components": {
             "schemas": {**SCHEMAS, **BODIES},
             "securitySchemes": {
-                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "hk_ API key"}
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "hk_ API key; a bare `Authorization: hk_...` is taken too",
+                }
             },
         },
     }

@@ -12,9 +12,11 @@ from gethookd.api import openapi
 from gethookd.api import validate as v
 from gethookd.errors import Invalid
 from gethookd.service import Gateway
+from gethookd.verify.base import PUBLIC_URL
 from gethookd.vocabulary import (
     BACKOFFS,
     DIRECTIONS,
+    DOMAIN_TYPE_ALIASES,
     DOMAIN_TYPES,
     EVENT_STATUSES,
     SOURCE_AUTH_MODES,
@@ -79,6 +81,10 @@ class Docs(Base):
     PAGE = resources.files("gethookd.api").joinpath("docs.html").read_bytes()
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.env.get("PATH_INFO", "").endswith("/"):
+            # The page loads "openapi.json" relative to itself: from /docs/ that would be
+            # /docs/openapi.json. Relative, so a path prefix added by a proxy survives.
+            raise falcon.HTTPMovedPermanently("../docs")
         resp.content_type = falcon.MEDIA_HTML
         resp.data = self.PAGE
 
@@ -86,10 +92,27 @@ class Docs(Base):
 # -- accounts and keys --------------------------------------------------------------------
 
 
+SIGNUP_CLOSED = (
+    "sign-up is closed on this gateway (SIGNUP=closed); an operator creates accounts "
+    "with `gethookd accounts create`"
+)
+
+
+def _signup_open(gw: Gateway, resp: falcon.Response) -> bool:
+    """Whether anyone may create an account over HTTP; if not, the 403 is already set."""
+    if gw.config.SIGNUP == "open":
+        return True
+    resp.status = falcon.HTTP_403
+    resp.media = {"error": SIGNUP_CLOSED}
+    return False
+
+
 class Register(Base):
     auth = False
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not _signup_open(self.gw, resp):
+            return
         body = v.json_body(req)
         address = email(body, "email", required=True)
         password = v.string(body, "password", required=True, max_len=1024, strip=False)
@@ -113,6 +136,8 @@ class Accounts(Base):
     auth = False
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not _signup_open(self.gw, resp):
+            return
         body = v.json_body(req)
         name = v.string(body, "name", required=True)
         ok(resp, self.gw.register(name, None, None), falcon.HTTP_201)
@@ -138,11 +163,15 @@ class ApiKey(Base):
 
 
 class ProviderPresets(Base):
+    auth = False  # public catalogue: GetHook's SDKs send no key for it
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         ok(resp, list(presets.PROVIDER_PRESETS))
 
 
 class DestinationPresets(Base):
+    auth = False  # public catalogue: GetHook's SDKs send no key for it
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         ok(resp, list(presets.DESTINATION_PRESETS))
 
@@ -319,7 +348,15 @@ class Ingest(Base):
                 description=f"webhook body exceeds MAX_INGEST_BYTES ({limit} bytes)"
             )
         body = req.bounded_stream.read(limit + 1)
-        event = self.gw.ingest(token, body, dict(req.headers))
+        headers = dict(req.headers)
+        # The public URL the provider posted to (Twilio signs it): the source's ingest_url
+        # as BASE_URL builds it, with the query string as sent.
+        query = f"?{req.query_string}" if req.query_string else ""
+        headers[PUBLIC_URL] = f"{self.gw.config.BASE_URL}/ingest/{token}{query}"
+        event = self.gw.ingest(token, body, headers)
+        if event.get("duplicate"):  # the provider's id was seen: the first event, nothing new
+            ok(resp, {"id": event["id"], "status": event["status"], "duplicate": True})
+            return
         ok(resp, {"id": event["id"], "status": event["status"]}, falcon.HTTP_202)
 
 
@@ -444,7 +481,8 @@ class CustomDomains(Base):
         domain = v.string(body, "domain", required=True, max_len=253)
         if not _DOMAIN.fullmatch(domain):
             raise Invalid("domain must be a host name such as hooks.example.com")
-        kind = v.choice(body, "type", DOMAIN_TYPES) or "ingest"
+        kind = v.choice(body, "type", (*DOMAIN_TYPES, *DOMAIN_TYPE_ALIASES)) or "ingest"
+        kind = DOMAIN_TYPE_ALIASES.get(kind, kind)  # the GetHook SDK's names
         ok(
             resp,
             self.gw.create_custom_domain(req.context.account_id, domain.lower(), kind),

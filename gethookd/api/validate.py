@@ -15,8 +15,12 @@ from gethookd.errors import Invalid, TooLarge
 MAX_JSON_BYTES = 256 * 1024
 _MISSING = object()
 _URL_CHARS = re.compile(r"^[\x21-\x7e]+$")
-# A DNS name (letters, digits, hyphens, dots) or an IP literal (urlsplit strips the brackets).
-_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?)+$|^[0-9A-Fa-f:.]+$")
+# A DNS name (letters, digits, hyphens, dots) or an IP literal (urlsplit strips the brackets;
+# an IPv6 zone id, `%25eth0`, is kept so the address policy can name what it is).
+_HOST = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?)+$"
+    r"|^[0-9A-Fa-f:.]+(?:%(?:25)?[A-Za-z0-9._~-]+)?$"
+)
 
 
 def json_body(req: falcon.Request, *, optional: bool = False) -> dict:

@@ -5,11 +5,15 @@ Runs in a child forked by the supervisor; gunicorn forks API_WORKERS workers fro
 
 from __future__ import annotations
 
+import ctypes
 import math
+import signal
 from typing import Any
 
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
+from gethookd import logs
 from gethookd.config import Config
 
 
@@ -38,13 +42,19 @@ class ApiServer(BaseApplication):
             # Ready once a worker has loaded the app and can answer, not when the arbiter has
             # merely bound: on a reload the old API retires only then (gunicorn's when_ready
             # runs before any worker exists). The worker inherited the readiness pipe.
-            "post_worker_init": lambda _worker: self.on_ready and self.on_ready(),
+            "post_worker_init": self._post_worker_init,
         }
+        settings.update(process_settings(c))
         if "control_socket_disable" in self.cfg.settings:
             # gunicorn >= 25: two API generations overlap during a reload; no shared socket file.
             settings["control_socket_disable"] = True
         for key, value in settings.items():
             self.cfg.set(key, value)
+
+    def _post_worker_init(self, worker: Any) -> None:
+        quit_once(worker)
+        if self.on_ready:
+            self.on_ready()
 
     def load(self) -> Any:
         """Called in each gunicorn worker: every worker has its own connection pool."""
@@ -54,6 +64,56 @@ class ApiServer(BaseApplication):
 
         database = Database(self.config.DATABASE_URL, maxconn=self.config.API_THREADS + 1)
         return create_app(Gateway(self.config, database))
+
+
+# -- signals and logging of the gunicorn processes (ops) ---------------------------------
+
+
+def process_settings(config: Config) -> dict[str, Any]:
+    """gunicorn settings that make its processes stop cleanly and log like the rest."""
+    return {"post_fork": die_with_arbiter, "logger_class": gunicorn_logger(config.LOG_FORMAT)}
+
+
+def die_with_arbiter(_server: Any, _worker: Any) -> None:
+    """In a new gunicorn worker: the kernel SIGKILLs it if its arbiter dies, however.
+
+    gunicorn's workers only notice a dead arbiter between requests; a worker stuck in a
+    handler would otherwise outlive it, holding the listening socket.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def quit_once(worker: Any) -> None:
+    """Make a worker's fast-stop handler idempotent.
+
+    gunicorn runs handle_quit for SIGINT and SIGQUIT; a second signal arriving while the
+    first is inside ThreadPoolExecutor.shutdown re-entered it and deadlocked on its lock.
+    The first one now ignores further SIGINT/SIGQUIT before doing the work.
+    """
+    handler = worker.handle_quit
+
+    def once(sig: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+        handler(sig, frame)
+
+    signal.signal(signal.SIGINT, once)
+    signal.signal(signal.SIGQUIT, once)
+
+
+def gunicorn_logger(fmt: str) -> type:
+    """gunicorn's logger class with gethookd's line format (text or JSON) on its error log."""
+
+    class Logger(glogging.Logger):
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            for handler in self.error_log.handlers:
+                handler.setFormatter(logs.formatter(fmt))
+
+    return Logger
 
 
 def main(config: Config, listen_fd: int, on_ready: Any = None) -> int:

@@ -124,7 +124,7 @@ def run(config: Config, role: str) -> int:
     # Until the supervisor takes over, a stop request is remembered and honoured as soon as
     # the database work in progress is done (so the embedded PostgreSQL is still stopped).
     early: list[int] = []
-    for sig in (*STOP_SIGNALS, signal.SIGHUP):
+    for sig in (*STOP_SIGNALS, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, lambda signum, _frame: early.append(signum))
     embedded = Embedded()
     try:
@@ -154,6 +154,7 @@ def run(config: Config, role: str) -> int:
             config.PORT,
             config.WORKER_PROCESSES if role != "api" else 0,
         )
+        _log_destination_policy(config)
         supervisor = Supervisor(config, reload_config, ROLES, role=role)
         # The very list the early handlers append to: a signal arriving from now until the
         # supervisor installs its own handlers is not lost (nor a SIGHUP during start-up).
@@ -161,6 +162,21 @@ def run(config: Config, role: str) -> int:
         return supervisor.run()
     finally:
         embedded.stop()
+
+
+def _log_destination_policy(config: Config) -> None:
+    """Say which non-public networks destinations may reach (the SSRF guard's openings)."""
+    allowed = config.ALLOWED_DESTINATION_NETWORKS or ()
+    if allowed:
+        log.info(
+            "destinations may also reach ALLOWED_DESTINATION_NETWORKS: %s",
+            ", ".join(str(n) for n in allowed),
+        )
+    if config.source.get("DATABASE_URL") == "default":
+        log.info(
+            "development mode (no DATABASE_URL): destinations on loopback and private networks "
+            "are allowed; cloud metadata addresses stay refused"
+        )
 
 
 def _stop_requested(signals: list[int]) -> bool:

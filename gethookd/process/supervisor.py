@@ -35,9 +35,18 @@ HEALTHY_AFTER = 30.0  # a child that ran this long starts its backoff from scrat
 READY_WAIT = 30.0  # on reload, old children retire when the new ones are ready or after this
 FAST_STOP_GRACE = 10.0  # after SIGINT/SIGQUIT, children still alive this long are killed
 STOP_GRACE = 10.0  # added to DRAIN_TIMEOUT before a graceful stop turns into SIGKILL
+MAX_WORKER_PROCESSES = 64  # SIGTTIN never grows the delivery processes beyond this
 
 # The signals the master handles; blocked across fork so a child never runs its handlers.
-HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
+RECORDED = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+)
+HANDLED = (*RECORDED, signal.SIGCHLD)
 
 STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL = (
     "starting",
@@ -70,6 +79,7 @@ class Child:
     started_at: float = 0.0
     next_start: float = 0.0
     kill_at: float | None = None  # SIGKILL if still alive then (set when asked to stop)
+    retired: bool = False  # removed from the desired set by SIGTTOU; draining
 
     @property
     def name(self) -> str:
@@ -86,7 +96,10 @@ class OS:
         """Start child_main(ready_write_fd) in a child; returns (pid, ready_read_fd).
 
         The child starts with default signal dispositions: the master's handlers and
-        wakeup pipe are undone before any signal can reach it.
+        wakeup pipe are undone before any signal can reach it. It leads a process group
+        of its own: a terminal's Ctrl-C (SIGINT to the foreground group) reaches only the
+        master, which then stops each child exactly once; and `kill_group` can remove a
+        child together with everything it started (gunicorn's workers).
         """
         read_fd, write_fd = os.pipe()
         parent = os.getpid()
@@ -101,6 +114,7 @@ class OS:
         if pid == 0:
             code = EXIT_ERROR
             try:
+                _own_group(0)
                 self._become_child()
                 _die_with(parent)
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -114,6 +128,7 @@ class OS:
             finally:
                 logging.shutdown()
                 os._exit(code)
+        _own_group(pid)  # also from this side: no window where a group signal reaches it
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(write_fd)
         return pid, read_fd
@@ -122,6 +137,10 @@ class OS:
         signal.set_wakeup_fd(-1)
         for sig in HANDLED:
             signal.signal(sig, signal.SIG_DFL)
+        # A child's group is not the terminal's foreground group: with `stty tostop` its log
+        # writes would raise SIGTTOU, whose default action stops the process.
+        for sig in (signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(sig, signal.SIG_IGN)
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 os.close(fd)
@@ -132,6 +151,27 @@ class OS:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+    def kill_group(self, pid: int, sig: int) -> None:
+        """Signal the process group `pid` leads (the child and all it forked)."""
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            self.kill(pid, sig)
+
+    def watchdog_interval(self) -> float | None:
+        """systemd's WatchdogSec= (WATCHDOG_USEC, meant for this pid), in seconds; or None."""
+        usec = os.environ.get("WATCHDOG_USEC")
+        target = os.environ.get("WATCHDOG_PID")
+        if not usec or (target and target != str(os.getpid())):
+            return None
+        try:
+            seconds = int(usec) / 1_000_000
+        except ValueError:
+            return None
+        return seconds if seconds > 0 else None
 
     def reap(self) -> list[tuple[int, int]]:
         """(pid, exit code) of every child that has exited; a signal death is -signum."""
@@ -164,7 +204,7 @@ class OS:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         signal.set_wakeup_fd(self._wake_w)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+        for sig in RECORDED:
             signal.signal(sig, lambda signum, _frame: record(signum))
         # A handler (not SIG_DFL) so that a child's death writes to the wakeup fd.
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -221,6 +261,11 @@ class Supervisor:
         self.signals: list[int] = []
         self.listen_fd: int | None = None
         self._notified_ready = False
+        # Delivery processes wanted now: WORKER_PROCESSES, moved by SIGTTIN/SIGTTOU until the
+        # next reload (which goes back to the configuration).
+        self.workers = config.WORKER_PROCESSES
+        self.watchdog: float | None = None  # systemd's WatchdogSec, in seconds
+        self.next_ping = 0.0
 
     # -- the desired set ---------------------------------------------------------------
 
@@ -229,7 +274,7 @@ class Supervisor:
         if self.role in ("all", "api"):
             slots.append(("api", 1))
         if self.role in ("all", "worker"):
-            slots += [("worker", i) for i in range(1, self.config.WORKER_PROCESSES + 1)]
+            slots += [("worker", i) for i in range(1, self.workers + 1)]
         return slots
 
     @property
@@ -295,7 +340,8 @@ class Supervisor:
         if self.listen_fd is not None and me.role != "api":
             self.os.close(self.listen_fd)
         # Only the master talks to systemd (gunicorn would announce READY=1 on its own).
-        os.environ.pop("NOTIFY_SOCKET", None)
+        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            os.environ.pop(name, None)
 
     # -- one turn of the main loop -------------------------------------------------------
 
@@ -308,8 +354,13 @@ class Supervisor:
         now = self.os.now()
         for child in self.children:
             if child.pid is not None and child.kill_at is not None and now >= child.kill_at:
-                log.warning("%s (pid %d) did not stop in time; killing it", child.name, child.pid)
-                self.os.kill(child.pid, signal.SIGKILL)
+                log.warning(
+                    "%s (pid %d) did not stop in time; killing it and its processes",
+                    child.name,
+                    child.pid,
+                )
+                # Still unreaped, so the pid (and its group) cannot have been reused.
+                self.os.kill_group(child.pid, signal.SIGKILL)
                 child.kill_at = None
         if self.mood == "stopping":
             return any(c.pid is not None for c in self.children)
@@ -321,10 +372,25 @@ class Supervisor:
             self._notified_ready = True
             self.os.notify("READY=1")
         self._retire_old_generations(now, ready)
+        # During a reload the old generation serves until the new one is ready.
+        old = [c for c in self.children if c.generation < self.generation]
+        serving = bool(old) and all(c.state == RUNNING for c in old)
+        self._ping_watchdog(now, ready or serving)
         return True
 
+    def _ping_watchdog(self, now: float, healthy: bool) -> None:
+        """WATCHDOG=1 at half of WatchdogSec, only while every current child is running.
+
+        A child that keeps crashing (or a master stuck in its loop) stops the pings, and
+        systemd restarts the service as WatchdogSec= and Restart= say.
+        """
+        if self.watchdog is None or now < self.next_ping or not healthy:
+            return
+        self.os.notify("WATCHDOG=1")
+        self.next_ping = now + self.watchdog / 2
+
     def _generation_ready(self) -> bool:
-        current = [c for c in self.children if c.generation == self.generation]
+        current = [c for c in self.children if c.generation == self.generation and not c.retired]
         return all(c.state == RUNNING for c in current)
 
     def child_ready(self, fd: int, said: bytes) -> None:
@@ -345,6 +411,10 @@ class Supervisor:
     def handle_signal(self, sig: int) -> None:
         if sig == signal.SIGHUP:
             self.reload()
+        elif sig == signal.SIGTTIN:
+            self.scale(+1)
+        elif sig == signal.SIGTTOU:
+            self.scale(-1)
         elif sig == signal.SIGTERM:
             self.stop(graceful=True)
         elif sig in (signal.SIGINT, signal.SIGQUIT):
@@ -369,6 +439,40 @@ class Supervisor:
         child.state = STOPPING
         child.kill_at = deadline if child.kill_at is None else min(child.kill_at, deadline)
         self.os.kill(child.pid, sig)
+
+    def scale(self, by: int) -> None:
+        """SIGTTIN: one more delivery process; SIGTTOU: one fewer, drained (SIGTERM)."""
+        if self.mood != "running":
+            return
+        if self.role == "api":
+            log.warning("SIGTTIN/SIGTTOU ignored: this instance runs no delivery process")
+            return
+        wanted = self.workers + by
+        if not 0 <= wanted <= MAX_WORKER_PROCESSES:
+            log.warning(
+                "delivery processes stay at %d (between 0 and %d)",
+                self.workers,
+                MAX_WORKER_PROCESSES,
+            )
+            return
+        self.workers = wanted
+        if by > 0:
+            child = Child("worker", wanted, self.generation)
+            self.children.append(child)
+            log.info("scaling up to %d delivery process(es)", wanted)
+            self.spawn(child)
+            return
+        log.info("scaling down to %d delivery process(es)", wanted)
+        deadline = self.os.now() + self.config.DRAIN_TIMEOUT + STOP_GRACE
+        for child in [c for c in self.children if c.role == "worker" and c.index > wanted]:
+            if child.generation != self.generation or child.retired:
+                continue
+            if child.pid is None:  # waiting out a backoff: nothing to drain
+                self.children.remove(child)
+                continue
+            log.info("retiring %s (pid %d)", child.name, child.pid)
+            child.retired = True
+            self._ask_to_stop(child, signal.SIGTERM, deadline)
 
     def reload(self) -> None:
         """New configuration, new generation; the old one retires once the new is ready."""
@@ -396,6 +500,7 @@ class Supervisor:
         self.os.notify(f"RELOADING=1\nMONOTONIC_USEC={int(self.os.now() * 1_000_000)}")
         log.info("reloading configuration (generation %d)", self.generation + 1)
         self.config = new
+        self.workers = new.WORKER_PROCESSES
         # Slots waiting out a backoff were never started: nothing to retire, just forget them.
         self.children = [c for c in self.children if c.pid is not None]
         self.start_generation()
@@ -437,7 +542,7 @@ class Supervisor:
         if child.state == STOPPING or self.mood == "stopping":
             log.info("%s stopped (%s)", child.name, how)
             child.state = EXITED
-            if child.generation < self.generation:
+            if child.generation < self.generation or (self.mood == "running" and child.retired):
                 self.children.remove(child)
             return
         if code == EXIT_BOOT:
@@ -472,6 +577,7 @@ class Supervisor:
 
     def run(self) -> int:
         self.os.install_signals(self.signals.append)
+        self.watchdog = self.os.watchdog_interval()
         if self.start():
             while self.step():
                 for fd, said in self.os.wait(self._ready_fds(), self._timeout()):
@@ -491,10 +597,20 @@ class Supervisor:
         moments += [c.kill_at for c in self.children if c.kill_at is not None]
         if self.retire_at is not None:
             moments.append(self.retire_at)
+        if self.watchdog is not None:
+            moments.append(self.next_ping)
         return max(0.0, min([1.0] + [m - now for m in moments]))
 
 
 PR_SET_PDEATHSIG = 1
+
+
+def _own_group(pid: int) -> None:
+    """Make `pid` (0: this process) the leader of a new process group."""
+    try:
+        os.setpgid(pid, pid)
+    except OSError:  # already done by the other side, or the child is already gone
+        pass
 
 
 def _die_with(parent: int) -> None:

@@ -17,7 +17,6 @@ Imported only in a freshly forked child (or a test), after gevent has patched th
 
 from __future__ import annotations
 
-import http.cookiejar
 import json
 import logging
 import signal
@@ -29,10 +28,9 @@ import gevent
 import gevent.event
 import gevent.pool
 import psycopg2
-import requests
 from gevent.socket import wait_read
 
-from gethookd import db, deliver, queue, retry
+from gethookd import db, deliver, queue, retry, ssrf
 from gethookd.config import Config
 from gethookd.crypto import SecretBox, aad
 from gethookd.db import Database
@@ -63,14 +61,10 @@ class DeliveryWorker:
         self._flusher: gevent.Greenlet | None = None
         self._claim_min = max(1, min(CLAIM_BATCH, config.WORKER_MAX_CONCURRENCY) // 2)
         self._secrets: dict[tuple[str, str], str] = {}  # (ciphertext, aad) -> plaintext
-        self.session = requests.Session()
-        # A webhook sender keeps no cookies: one destination's must never reach another.
-        self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        adapter = requests.adapters.HTTPAdapter(
-            pool_maxsize=config.WORKER_MAX_CONCURRENCY, max_retries=0
+        # No cookies, no retries, and every connection checked by the SSRF policy.
+        self.session = deliver.new_session(
+            ssrf.Policy.from_config(config), pool_maxsize=config.WORKER_MAX_CONCURRENCY
         )
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
 
     # -- main loop ---------------------------------------------------------------------
 

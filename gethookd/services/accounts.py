@@ -25,7 +25,10 @@ class Accounts(Service):
                 )
                 key = self._new_key(cur, account["id"], "default")
         except psycopg2.errors.UniqueViolation:
-            raise Conflict(f"an account with email {email} already exists; log in") from None
+            raise Conflict(
+                f"an account with email {email} already exists; log in with POST "
+                "/v1/auth/login (email and password) to get a new API key"
+            ) from None
         return {"account": account, "api_key": key}
 
     def login(self, email: str, password: str) -> dict:

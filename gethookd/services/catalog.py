@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import secrets
 import uuid
 from typing import Any
 
-from gethookd import crypto, queue, verify
+from gethookd import crypto, queue, ssrf, verify
 from gethookd.errors import Invalid, NotFound
 from gethookd.services.base import Service
 
@@ -100,6 +101,7 @@ class Catalog(Service):
         preset: str | None = None,
     ) -> dict:
         """The signing secret is shown in full here and on rotation, never again."""
+        self.check_url(url)
         dest_id = uuid.uuid4()
         secret = signing_secret or crypto.new_signing_secret()
         with self.db.transaction() as cur:
@@ -133,6 +135,8 @@ class Catalog(Service):
 
     def update_destination(self, account_id: uuid.UUID, dest_id: uuid.UUID, changes: dict) -> dict:
         """PATCH: only the fields present change; auth_config/custom_headers may be cleared."""
+        if changes.get("url") is not None:
+            self.check_url(changes["url"])
         params: dict[str, Any] = {"id": dest_id, "account_id": account_id}
         for name in ("name", "url", "timeout_seconds", "active", "custom_headers"):
             params[name] = changes.get(name)
@@ -155,19 +159,45 @@ class Catalog(Service):
     def rotate_secret(
         self, account_id: uuid.UUID, dest_id: uuid.UUID, secret: str | None = None
     ) -> dict:
+        """The new secret signs from now on; the one it replaces keeps signing too (a second
+        signature) for SECRET_ROTATION_GRACE, so receivers can switch without a gap."""
         secret = secret or crypto.new_signing_secret()
+        grace = self.config.SECRET_ROTATION_GRACE
         with self.db.transaction() as cur:
+            current = cur.one("lock_destination_secret", {"id": dest_id, "account_id": account_id})
+            if current is None:
+                raise NotFound(f"destination {dest_id} not found")
+            previous_enc = None
+            if current["signing_secret_enc"]:
+                previous = self.box.decrypt(
+                    current["signing_secret_enc"],
+                    crypto.aad("destinations.signing_secret", dest_id),
+                )
+                previous_enc = self.box.encrypt(
+                    previous, crypto.aad("destinations.previous_signing_secret", dest_id)
+                )
             row = cur.one(
                 "set_destination_secret",
                 {
                     "id": dest_id,
                     "account_id": account_id,
                     "enc": self._seal_secret(dest_id, secret),
+                    "previous_enc": previous_enc,
+                    "grace_seconds": grace if previous_enc else 0.0,
                 },
             )
-        if row is None:
-            raise NotFound(f"destination {dest_id} not found")
-        return {"destination_id": row["id"], "signing_secret": secret}
+        return {
+            "destination_id": row["id"],
+            "signing_secret": secret,
+            "previous_secret_expires_at": row["previous_secret_expires_at"],
+        }
+
+    def check_url(self, url: str) -> None:
+        """The SSRF policy at create/update: a 400 naming the address and what it is."""
+        try:
+            ssrf.Policy.from_config(self.config).check_url(url)
+        except ssrf.Refused as exc:
+            raise Invalid(f"url {exc}") from None
 
     def delete_destination(self, account_id: uuid.UUID, dest_id: uuid.UUID) -> None:
         with self.db.transaction() as cur:
@@ -186,6 +216,10 @@ class Catalog(Service):
 
     def destination_view(self, row: dict) -> dict:
         secret_enc = row.pop("signing_secret_enc", None)
+        row.pop("previous_signing_secret_enc", None)
+        expires = row.get("previous_secret_expires_at")
+        if expires is not None and expires <= datetime.datetime.now(datetime.UTC):
+            row["previous_secret_expires_at"] = None  # the overlap is over
         auth_enc = row.pop("auth_config_enc", None)
         row.pop("updated_at", None)
         if secret_enc:

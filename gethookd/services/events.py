@@ -20,6 +20,7 @@ import psycopg2.errors
 from gethookd import verify
 from gethookd.db import Cursor
 from gethookd.errors import NotFound, TooLarge, Unauthorized
+from gethookd.services import dedup
 from gethookd.services.base import Service
 from gethookd.services.catalog import open_verification_config
 
@@ -61,6 +62,11 @@ class Events(Service):
                     "source %s: signature verification failed: %s", source["id"], exc.reason
                 )
                 raise Unauthorized(f"signature verification failed: {exc.reason}") from None
+            # -- dedup on the provider's delivery id, after verification (services/dedup.py) --
+            claim = dedup.claim(cur, self.config.DEDUP_WINDOW, source, config, lower, body)
+            if claim is not None and claim.duplicate_of is not None:
+                return claim.duplicate_of  # the first event's id; nothing stored or queued
+            # -- end dedup --
             drop = _DROP_HEADERS | verify.credential_headers(source["auth_mode"], config)
             routes = cur.all("routes_for_source", {"source_id": source["id"]})
             event = self._store(
@@ -69,13 +75,15 @@ class Events(Service):
                 account_id=source["account_id"],
                 direction="inbound",
                 source_id=source["id"],
-                event_type=_event_type(lower, body),
+                event_type=verify.event_type(source["provider"], lower, body)
+                or _event_type(lower, body),
                 external_event_id=None,
                 headers={k: v for k, v in lower.items() if k not in drop},
                 body=body,
                 content_type=lower.get("content-type"),
                 created_by=f"source:{source['id']}",
             )
+            dedup.record(cur, claim, event["id"])  # dedup: the key now names this event
         _log_stored(event, f"received from source {source['id']} ({len(body)} bytes)")
         return event
 

@@ -63,8 +63,18 @@ UPDATE destinations SET
 WHERE id = %(id)s AND account_id = %(account_id)s
 RETURNING *;
 
+-- name: lock_destination_secret
+SELECT signing_secret_enc FROM destinations
+WHERE id = %(id)s AND account_id = %(account_id)s
+FOR UPDATE;
+
 -- name: set_destination_secret
-UPDATE destinations SET signing_secret_enc = %(enc)s, updated_at = now()
+-- The replaced secret (re-sealed as previous) keeps signing for grace_seconds.
+UPDATE destinations SET signing_secret_enc = %(enc)s,
+    previous_signing_secret_enc = %(previous_enc)s,
+    previous_secret_expires_at = CASE WHEN %(previous_enc)s::text IS NULL THEN NULL
+        ELSE now() + make_interval(secs => %(grace_seconds)s) END,
+    updated_at = now()
 WHERE id = %(id)s AND account_id = %(account_id)s
 RETURNING *;
 

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import re
 from dataclasses import dataclass
 
@@ -38,8 +39,15 @@ HEADER = "header"  # an HTTP header name
 ENCODING = "encoding"  # hex | base64
 PREFIX = "prefix"  # a single line, may be empty
 SECONDS = "seconds"  # 1..86400, a JSON number or a string of digits
+ALGORITHM = "algorithm"  # sha1 | sha256 | sha512
 ENCODINGS = ("hex", "base64")
-KINDS = (SECRET, STANDARD_SECRET, USERNAME, HEADER, ENCODING, PREFIX, SECONDS)
+ALGORITHMS = ("sha1", "sha256", "sha512")
+KINDS = (SECRET, STANDARD_SECRET, USERNAME, HEADER, ENCODING, PREFIX, SECONDS, ALGORITHM)
+
+# Pseudo-header the API layer adds to an ingest request's headers: the public URL the provider
+# posted to (BASE_URL + path + query string). ':' cannot start a real HTTP header name, so no
+# client can send it; it is never stored with the event (see `unstored_headers`).
+PUBLIC_URL = ":url"
 
 # Used with fullmatch: `$` would also match before a trailing newline.
 HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}")
@@ -84,6 +92,10 @@ def check_field(name: str, field: Field, value: object) -> str:
         if value not in ENCODINGS:
             raise ConfigError(f"{where} must be one of: {', '.join(ENCODINGS)}")
         return value
+    if field.kind == ALGORITHM:
+        if value not in ALGORITHMS:
+            raise ConfigError(f"{where} must be one of: {', '.join(ALGORITHMS)}")
+        return value
     if not value:
         raise ConfigError(f"{where} must not be empty")
     if field.kind == USERNAME and ":" in value:
@@ -99,9 +111,27 @@ def check_field(name: str, field: Field, value: object) -> str:
 
 
 def hmac_sha256(key: bytes | str, message: bytes) -> bytes:
+    return hmac_digest("sha256", key, message)
+
+
+def hmac_digest(algorithm: str, key: bytes | str, message: bytes) -> bytes:
+    """HMAC with one of ALGORITHMS (sha1 for Twilio and older providers, sha512 for others)."""
     if isinstance(key, str):
         key = key.encode()
-    return hmac.new(key, message, hashlib.sha256).digest()
+    return hmac.new(key, message, getattr(hashlib, algorithm)).digest()
+
+
+def json_field(body: bytes, name: str) -> str | None:
+    """A top-level string (or number) field of a JSON object body, else None; never raises."""
+    if body[:1] != b"{":
+        return None
+    try:
+        value = json.loads(body).get(name)
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    return str(value)
 
 
 def header(headers: dict[str, str], name: str) -> str:

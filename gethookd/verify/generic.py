@@ -1,12 +1,13 @@
-"""Any provider that sends HMAC-SHA256 of the body in one header (auth_mode hmac).
+"""Any provider that sends an HMAC of the body in one header (auth_mode hmac or shared_secret).
 
-Config: secret; header (default X-Signature); encoding hex|base64 (default hex); prefix
-(e.g. "sha256=") that the header value starts with.
+Config: secret; header (default X-Signature); algorithm sha1|sha256|sha512 (default sha256);
+encoding hex|base64 (default hex); prefix (e.g. "sha256=") that the header value starts with.
 """
 
 from __future__ import annotations
 
 from gethookd.verify.base import (
+    ALGORITHM,
     ENCODING,
     HEADER,
     PREFIX,
@@ -16,7 +17,7 @@ from gethookd.verify.base import (
     from_base64,
     from_hex,
     header,
-    hmac_sha256,
+    hmac_digest,
     same,
 )
 
@@ -24,6 +25,7 @@ NAME = "hmac"
 FIELDS = {
     "secret": Field(SECRET),
     "header": Field(HEADER, False, True),
+    "algorithm": Field(ALGORITHM, False, True),
     "encoding": Field(ENCODING, False, True),
     "prefix": Field(PREFIX, False, True),
 }
@@ -40,5 +42,6 @@ def verify(headers: dict[str, str], body: bytes, config: dict, now: float) -> No
         given = from_base64(value, name)
     else:
         given = from_hex(value, name)
-    if not same(hmac_sha256(config["secret"], body), given):
+    expected = hmac_digest(config.get("algorithm") or "sha256", config["secret"], body)
+    if not same(expected, given):
         raise VerificationFailed(f"{name} does not match the body and secret")

@@ -24,3 +24,7 @@ def verify(headers: dict[str, str], body: bytes, config: dict, now: float) -> No
     given = from_hex(value.removeprefix("sha256="), HEADER)
     if not same(hmac_sha256(config["secret"], body), given):
         raise VerificationFailed(f"{HEADER} does not match the body and secret")
+
+
+def delivery_id(headers: dict[str, str], body: bytes) -> str | None:
+    return headers.get("x-github-delivery") or None

@@ -21,3 +21,7 @@ def verify(headers: dict[str, str], body: bytes, config: dict, now: float) -> No
     given = from_base64(header(headers, HEADER), HEADER)
     if not same(hmac_sha256(config["secret"], body), given):
         raise VerificationFailed(f"{HEADER} does not match the body and secret")
+
+
+def delivery_id(headers: dict[str, str], body: bytes) -> str | None:
+    return headers.get("x-shopify-webhook-id") or None

@@ -11,6 +11,7 @@ from gethookd.verify.base import (
     from_hex,
     header,
     hmac_sha256,
+    json_field,
     same,
 )
 
@@ -30,3 +31,8 @@ def verify(headers: dict[str, str], body: bytes, config: dict, now: float) -> No
     expected = hmac_sha256(config["secret"], b"v0:" + timestamp.encode() + b":" + body)
     if not same(expected, given):
         raise VerificationFailed(f"{HEADER} does not match the body and secret")
+
+
+def delivery_id(headers: dict[str, str], body: bytes) -> str | None:
+    """Events API retries (X-Slack-Retry-Num) repeat the event_id."""
+    return json_field(body, "event_id")

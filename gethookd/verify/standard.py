@@ -46,3 +46,8 @@ def verify(headers: dict[str, str], body: bytes, config: dict, now: float) -> No
         raise VerificationFailed(
             f"no v1 signature in {prefix}-signature matches the body and secret"
         )
+
+
+def delivery_id(headers: dict[str, str], body: bytes) -> str | None:
+    """webhook-id (svix-id) is the message id, the same on every retry."""
+    return headers.get("webhook-id") or headers.get("svix-id") or None

@@ -15,6 +15,7 @@ from gethookd.verify.base import (
     from_hex,
     header,
     hmac_sha256,
+    json_field,
     same,
 )
 
@@ -44,3 +45,8 @@ def verify(headers: dict[str, str], body: bytes, config: dict, now: float) -> No
         matched |= same(expected, from_hex(given, f"{HEADER} v1 signature"))
     if not matched:
         raise VerificationFailed(f"no v1 signature in {HEADER} matches the body and secret")
+
+
+def delivery_id(headers: dict[str, str], body: bytes) -> str | None:
+    """Stripe retries send the same event (same `id`) with a new signature."""
+    return json_field(body, "id")

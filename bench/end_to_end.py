@@ -1,0 +1,314 @@
+"""Sustained load through the whole gateway: ingest -> queue -> delivery -> receiver.
+
+Starts everything it needs (PostgreSQL, `gethookd run`, a receiver, an open-loop sender),
+offers a fixed rate of webhooks for a while, then waits for every accepted one to arrive,
+and prints per rate: accepted/s, delivered/s, ingest-to-delivery latency (p50/p99, from
+the moment the sender sent it to the moment the receiver got it), lost and duplicated.
+
+    python bench/end_to_end.py                       # 200/s and 1,000/s, one instance
+    python bench/end_to_end.py --rates 1000 --instances 2
+    DATABASE_URL=postgresql://me@localhost/postgres python bench/end_to_end.py
+
+With --instances 2, two gethookd instances (separate ports and data directories, one
+DATABASE_URL) share the work: the sender alternates between their ingest URLs, and the
+receiver counts every event once (duplicates are reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+HERE = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="end_to_end.py",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--rates", default="200,1000", help="offered webhooks/s, comma-separated (200,1000)"
+    )
+    parser.add_argument("--seconds", type=float, default=20, help="seconds per rate (20)")
+    parser.add_argument("--instances", type=int, default=1, help="gethookd instances (1)")
+    parser.add_argument("--concurrency", type=int, default=50, help="WORKER_MAX_CONCURRENCY (50)")
+    parser.add_argument(
+        "--receiver-delay", type=float, default=0.0, help="seconds the receiver takes (0)"
+    )
+    parser.add_argument("--log-level", default="info", help="gethookd LOG_LEVEL (info)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="a PostgreSQL server (default: $DATABASE_URL, else an embedded one); a scratch "
+        "database is created there and dropped afterwards",
+    )
+    parser.add_argument(
+        "--drain-seconds", type=float, default=60, help="wait this long for stragglers (60)"
+    )
+    args = parser.parse_args(argv)
+    args.rate_list = [float(r) for r in args.rates.split(",") if r.strip()]
+    if not args.rate_list or min(args.rate_list) <= 0 or args.instances < 1:
+        parser.error("--rates must be positive numbers and --instances at least 1")
+    return args
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gethookd_command() -> list[str]:
+    exe = Path(sys.executable).parent / "gethookd"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "gethookd.cli"]
+
+
+class Run:
+    """Everything started, so that all of it is stopped whatever happens."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="gethookd-e2e-"))
+        self.procs: list[subprocess.Popen] = []
+        self.embedded = None
+        self.admin_url: str | None = None
+        self.db_name: str | None = None
+
+    def database(self) -> str:
+        import psycopg2
+
+        from gethookd import migrate
+
+        if self.args.database_url:
+            self.admin_url = self.args.database_url
+        else:
+            from gethookd.process.embedded import EmbeddedPostgres
+
+            print("starting an embedded PostgreSQL ...", flush=True)
+            self.embedded = EmbeddedPostgres(str(self.tmp / "pg"))
+            self.admin_url = self.embedded.start()
+        self.db_name = "gethookd_e2e_" + uuid.uuid4().hex[:10]
+        conn = psycopg2.connect(self.admin_url)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {self.db_name}")
+        conn.close()
+        url = urlunsplit(urlsplit(self.admin_url)._replace(path="/" + self.db_name))
+        migrate.apply(url)
+        return url
+
+    def receiver(self) -> str:
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "receiver.py"), "--delay", str(self.args.receiver_delay)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.procs.append(proc)
+        port = proc.stdout.readline().strip()
+        if not port:
+            raise SystemExit("the receiver did not start")
+        return f"http://127.0.0.1:{port}"
+
+    def gateways(self, db_url: str) -> list[str]:
+        from gethookd.crypto import new_encryption_key
+
+        key = new_encryption_key()
+        urls = []
+        for i in range(self.args.instances):
+            port = free_port()
+            env = {
+                **os.environ,
+                "DATABASE_URL": db_url,
+                "ENCRYPTION_KEY": key,
+                "HOST": "127.0.0.1",
+                "PORT": str(port),
+                "BASE_URL": f"http://127.0.0.1:{port}",
+                "GETHOOKD_DATA_DIR": str(self.tmp / f"data-{i}"),
+                "WORKER_MAX_CONCURRENCY": str(self.args.concurrency),
+                "LOG_LEVEL": self.args.log_level,
+                # The receiver is on loopback; a production deployment would not allow it.
+                "ALLOWED_DESTINATION_NETWORKS": "127.0.0.0/8",
+            }
+            log = open(self.tmp / f"gethookd-{i}.log", "wb")  # noqa: SIM115 - closed at exit
+            proc = subprocess.Popen(
+                [*gethookd_command(), "run"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self.procs.append(proc)
+            urls.append(f"http://127.0.0.1:{port}")
+        for i, url in enumerate(urls):
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if requests.get(url + "/readyz", timeout=1).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                if time.monotonic() > deadline:
+                    log = (self.tmp / f"gethookd-{i}.log").read_text()[-3000:]
+                    raise SystemExit(f"gethookd {i} did not become ready:\n{log}")
+                time.sleep(0.2)
+        return urls
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    proc.kill()
+                proc.wait()
+        if self.admin_url and self.db_name:
+            try:
+                import psycopg2
+
+                conn = psycopg2.connect(self.admin_url)
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute(f"DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)")
+                conn.close()
+            except Exception as exc:  # the report matters more than the cleanup
+                print(f"could not drop {self.db_name}: {exc}", file=sys.stderr)
+        if self.embedded is not None:
+            self.embedded.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def setup_pipeline(api: str, receiver: str) -> str:
+    """An account, a source, a destination on the receiver, a route; the ingest path."""
+
+    def call(method: str, path: str, body: dict, key: str | None = None) -> dict:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        resp = requests.request(method, api + path, json=body, headers=headers, timeout=10)
+        if resp.status_code >= 300:
+            raise SystemExit(f"{method} {path}: {resp.status_code} {resp.text}")
+        return resp.json()["data"]
+
+    boot = call(
+        "POST",
+        "/v1/auth/register",
+        {
+            "email": f"bench-{uuid.uuid4().hex[:8]}@example.com",
+            "password": "bench pass",
+            "name": "b",
+        },
+    )
+    key = boot["api_key"]["key"]
+    source = call("POST", "/v1/sources", {"name": "bench"}, key)
+    dest = call("POST", "/v1/destinations", {"name": "receiver", "url": receiver + "/hook"}, key)
+    call(
+        "POST",
+        "/v1/routes",
+        {"source_id": source["id"], "destination_id": dest["id"], "max_attempts": 5},
+        key,
+    )
+    return urlsplit(source["ingest_url"]).path
+
+
+def one_rate(args, rate: float, ingest_urls: list[str], receiver: str) -> dict:
+    requests.post(receiver + "/reset", timeout=5)
+    load = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "loadgen.py"),
+            "--rate",
+            str(rate),
+            "--seconds",
+            str(args.seconds),
+            *ingest_urls,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=args.seconds + 120,
+    )
+    if load.returncode != 0:
+        raise SystemExit(f"the sender failed: {load.stderr[-2000:]}")
+    sent = json.loads(load.stdout.strip().splitlines()[-1])
+    accepted = sum(n for status, n in sent["statuses"].items() if status.startswith("2"))
+    deadline = time.monotonic() + args.drain_seconds
+    while True:
+        stats = requests.get(receiver + "/stats", timeout=5).json()
+        if stats["distinct"] >= accepted or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    span = (stats["last"] - stats["first"]) if stats["first"] else 0.0
+    return {
+        "offered": rate,
+        "sent": sent,
+        "accepted": accepted,
+        "delivered": stats["distinct"],
+        "duplicates": stats["duplicates"],
+        "lost": accepted - stats["distinct"],
+        "accepted_per_s": accepted / sent["seconds"],
+        "delivered_per_s": stats["distinct"] / span if span else 0.0,
+        "latency_ms": stats["latency_ms"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    run = Run(args)
+    results = []
+    try:
+        db_url = run.database()
+        receiver = run.receiver()
+        apis = run.gateways(db_url)
+        path = setup_pipeline(apis[0], receiver)
+        ingest_urls = [api + path for api in apis]
+        print(
+            f"{args.instances} gethookd instance(s), WORKER_MAX_CONCURRENCY={args.concurrency}, "
+            f"{os.cpu_count()} CPUs, {args.seconds:g}s per rate, LOG_LEVEL={args.log_level}",
+            flush=True,
+        )
+        # A short warm-up: connections, caches and pools are not what this measures.
+        one_rate(args, 50, ingest_urls, receiver)
+        for rate in args.rate_list:
+            result = one_rate(args, rate, ingest_urls, receiver)
+            results.append(result)
+            lat = result["latency_ms"]
+            ing = result["sent"]["ingest_latency_ms"]
+            print(
+                f"offered {rate:6.0f}/s: accepted {result['accepted_per_s']:7.0f}/s "
+                f"({result['accepted']}/{result['sent']['sent']}), "
+                f"delivered {result['delivered_per_s']:7.0f}/s, "
+                f"ingest->delivery p50 {lat['p50']} ms p99 {lat['p99']} ms, "
+                f"ingest answer p50 {ing['p50']} ms p99 {ing['p99']} ms, "
+                f"lost {result['lost']}, duplicates {result['duplicates']}",
+                flush=True,
+            )
+            if result["sent"]["errors"]:
+                print(f"  sender errors: {result['sent']['errors']}", flush=True)
+    finally:
+        run.stop()
+    lost = sum(r["lost"] for r in results)
+    dups = sum(r["duplicates"] for r in results)
+    print(f"nothing lost: {'yes' if lost == 0 else f'NO ({lost})'}; duplicates: {dups}")
+    return 0 if lost == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
