@@ -16,3 +16,10 @@ CREATE INDEX deliveries_held ON deliveries (destination_id, next_attempt_at)
 UPDATE deliveries d SET status = 'held', updated_at = now()
 FROM destinations dst
 WHERE dst.id = d.destination_id AND NOT dst.active AND d.status = 'pending';
+
+-- Whether a destination can take deliveries now: the one place that says so. The claim parks
+-- a due delivery whose destination does not as 'held', and releasing held deliveries checks it
+-- again, so a second reason to hold (an open circuit, a disabled destination) only redefines
+-- this function (CREATE OR REPLACE) and holds/releases through the same queries.
+CREATE FUNCTION destination_accepts_deliveries(dst destinations) RETURNS boolean
+LANGUAGE sql STABLE AS $$ SELECT dst.active $$;

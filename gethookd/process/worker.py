@@ -3,12 +3,16 @@
 Imported only in a freshly forked child (or a test), after gevent has patched the process.
 
     run():       wait (NOTIFY | poll interval | a retry falling due | stop)
-                 -> queue.claim(free slots)  [one committed transaction]
+                 -> queue.claim_batch(free slots)  [one statement, one round trip]
                  -> pool.spawn(_process) per job
     _process():  deliver.send (no transaction open) -> retry.next_delay on failure
-                 -> queue.finish  [one short, lease-fenced transaction]
+                 -> hand the result to the flusher; the slot is free at once
+    _flush_loop(): queue.finish_many(everything handed over while the previous batch was
+                 being written)  [one lease-fenced transaction per batch], then the
+                 retry wake-ups and one log line per delivery, with the status written.
     stop():      no more claims; in-flight sends finish within DRAIN_TIMEOUT, and any
-                 still running then are cancelled and their leases given back.
+                 still running then are cancelled and their leases given back; every
+                 result handed over is written before the process exits.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ T = TypeVar("T")
 CLAIM_BATCH = 50
 LISTEN_HEARTBEAT = 30.0  # seconds of silence after which the LISTEN connection is probed
 HEARTBEAT_TIMEOUT = 10.0
+CLAIM_GATHER = 0.010  # seconds a busy process waits for more free slots before claiming
 
 
 class DeliveryWorker:
@@ -50,6 +55,12 @@ class DeliveryWorker:
         self.in_flight: dict[object, queue.Job] = {}  # delivery id -> job being sent
         self._retry_due: float | None = None  # monotonic time a retry of ours falls due
         self._idle_until = 0.0  # monotonic end of the current idle wait (0: not waiting)
+        self._done: list[queue.Finished] = []  # results handed over, not yet written
+        self._done_ready = gevent.event.Event()
+        self._flusher_stop = False
+        self._flusher: gevent.Greenlet | None = None
+        self._claim_min = max(1, min(CLAIM_BATCH, config.WORKER_MAX_CONCURRENCY) // 2)
+        self._secrets: dict[tuple[str, str], str] = {}  # (ciphertext, aad) -> plaintext
         # No cookies, no retries, and every connection checked by the SSRF policy.
         self.session = deliver.new_session(
             ssrf.Policy.from_config(config), pool_maxsize=config.WORKER_MAX_CONCURRENCY
@@ -60,20 +71,31 @@ class DeliveryWorker:
     def run(self) -> None:
         """Claim for free slots until stopped; then let in-flight sends finish (bounded)."""
         listener = gevent.spawn(self._listen)
+        self._flusher = gevent.spawn(self._flush_loop)
         failures = 0
+        busy = False  # the last claim came back full: more is due
         try:
             while not self.stopping:
                 free = self.pool.free_count()
                 if free == 0:
                     self.pool.wait_available(timeout=1.0)
                     continue
+                if busy and free < self._claim_min:
+                    # Claim for several slots at once rather than one claim per freed slot
+                    # (each claim is a commit): wait a few milliseconds for more to free up.
+                    until = time.monotonic() + CLAIM_GATHER
+                    while self.pool.free_count() < self._claim_min and time.monotonic() < until:
+                        gevent.sleep(0.001)
+                    free = self.pool.free_count()
                 # Cleared before the claim: a NOTIFY that arrives while we claim wakes the
                 # next wait at once instead of being lost.
                 self.wake.clear()
                 try:
                     limit = min(free, CLAIM_BATCH)
-                    jobs = self._db_call(
-                        lambda limit=limit: queue.claim(self.db, limit, self.config.lease_seconds)
+                    jobs, parked = self._db_call(
+                        lambda limit=limit: queue.claim_batch(
+                            self.db, limit, self.config.lease_seconds
+                        )
                     )
                     failures = 0
                 except psycopg2.Error as exc:
@@ -85,7 +107,8 @@ class DeliveryWorker:
                 for job in jobs:
                     self.in_flight[job.delivery_id] = job
                     self.pool.spawn(self._process, job)
-                if len(jobs) < limit:
+                busy = len(jobs) == limit
+                if len(jobs) < limit and not parked:
                     timeout = self._idle_timeout()
                     self._idle_until = time.monotonic() + timeout
                     self.wake.wait(timeout=timeout)
@@ -120,19 +143,23 @@ class DeliveryWorker:
         in_flight = len(self.pool)
         if in_flight:
             log.info("draining %d in-flight deliveries", in_flight)
-        if self.pool.join(timeout=self.config.DRAIN_TIMEOUT):
-            return
-        log.warning(
-            "%d deliveries still in flight after DRAIN_TIMEOUT; cancelling them", len(self.pool)
-        )
-        self.pool.kill(block=True, timeout=5)
-        reason = "the delivery process stopped (DRAIN_TIMEOUT) before this attempt finished"
-        for job in list(self.in_flight.values()):
-            try:
-                queue.release(self.db, job, reason)
-            except psycopg2.Error as exc:
-                log.error("could not give back delivery %s (%s)", job.delivery_id, exc)
+        if not self.pool.join(timeout=self.config.DRAIN_TIMEOUT):
+            log.warning(
+                "%d deliveries still in flight after DRAIN_TIMEOUT; cancelling them",
+                len(self.pool),
+            )
+            self.pool.kill(block=True, timeout=5)
+            reason = "the delivery process stopped (DRAIN_TIMEOUT) before this attempt finished"
+            for job in list(self.in_flight.values()):
+                self._hand_over(queue.released(job, reason))
         self.in_flight.clear()
+        # Every result handed over is written (or has failed to be) before we return.
+        self._flusher_stop = True
+        self._done_ready.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        elif self._done:
+            self._flush(self._take_done())
 
     def _listen(self) -> None:
         """LISTEN for new work and wake the main loop on every notification. A connection
@@ -185,11 +212,7 @@ class DeliveryWorker:
                     self.config.RETRY_BASE_DELAY,
                     self.config.RETRY_MAX_DELAY,
                 )
-            status = self._finish(job, result, retry_in)
-            self.in_flight.pop(job.delivery_id, None)
-            if status == "pending" and retry_in is not None:
-                self._note_retry(retry_in)
-            _log_transition(job, result, status, retry_in)
+            self._hand_over(queue.Finished(job, result, retry_in))
         except gevent.GreenletExit:
             raise  # killed at the end of a drain: _drain gives the lease back
         except Exception:
@@ -208,12 +231,10 @@ class DeliveryWorker:
         dest = str(job.destination_id)
         secret = auth = None
         if job.signing_secret_enc:
-            secret = self.box.decrypt(
-                job.signing_secret_enc, aad("destinations.signing_secret", dest)
-            )
+            secret = self._decrypt(job.signing_secret_enc, aad("destinations.signing_secret", dest))
         if job.auth_config_enc:
             auth = json.loads(
-                self.box.decrypt(job.auth_config_enc, aad("destinations.auth_config", dest))
+                self._decrypt(job.auth_config_enc, aad("destinations.auth_config", dest))
             )
         timeout = self.config.DELIVERY_TIMEOUT
         if job.timeout_seconds and job.timeout_seconds > 0:
@@ -231,21 +252,71 @@ class DeliveryWorker:
             auth_config=auth,
         )
 
-    def _finish(
-        self, job: queue.Job, result: deliver.Outcome, retry_in: float | None
-    ) -> str | None:
-        """Retry the bookkeeping briefly; if the database stays away the lease covers us."""
+    # -- recording results, in batches ---------------------------------------------------
+
+    def _hand_over(self, done: queue.Finished) -> None:
+        """The result goes to the flusher; the sending slot is free from now on."""
+        self.in_flight.pop(done.job.delivery_id, None)
+        self._done.append(done)
+        self._done_ready.set()
+
+    def _take_done(self) -> list[queue.Finished]:
+        batch, self._done = self._done, []
+        return batch
+
+    def _flush_loop(self) -> None:
+        """Write what was handed over, as soon as it is: at a light load a batch of one,
+        written at once; under load, everything that queued while the last batch was being
+        written. Returns when stopping and nothing is left."""
+        while True:
+            if not self._done:
+                if self._flusher_stop:
+                    return
+                self._done_ready.wait()
+                self._done_ready.clear()
+                continue
+            try:
+                self._flush(self._take_done())
+            except Exception:  # the flusher must outlive any failure; leases cover us
+                log.exception("recording delivery results failed")
+
+    def _flush(self, batch: list[queue.Finished]) -> None:
+        statuses = self._finish(batch)
+        for done, status in zip(batch, statuses, strict=True):
+            if status == "pending" and done.retry_in is not None:
+                self._note_retry(done.retry_in)
+            _log_transition(done.job, done.result, status, done.retry_in)
+
+    def _finish(self, batch: list[queue.Finished]) -> list[str | None]:
+        """Retry the bookkeeping briefly; if the database stays away the leases cover us.
+        A batch the database refuses for another reason is written one by one, so that one
+        bad row cannot cost the others their record."""
         try:
-            return self._db_call(
-                lambda: queue.finish(self.db, job, result, retry_in), pauses=(0.2, 1.0, 3.0)
-            )
-        except psycopg2.Error as exc:
+            return self._db_call(lambda: queue.finish_many(self.db, batch), pauses=(0.2, 1.0, 3.0))
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             log.error(
-                "could not record delivery %s (%s); it is retried after its lease expires",
-                job.delivery_id,
+                "could not record %d deliveries (%s); they are retried after their leases expire",
+                len(batch),
                 exc,
             )
-            return "unrecorded"
+            return ["unrecorded"] * len(batch)
+        except Exception:
+            if len(batch) == 1:
+                log.exception("could not record delivery %s", batch[0].job.delivery_id)
+                return ["unrecorded"]
+            log.exception("could not record a batch of %d; writing them one by one", len(batch))
+            return [s for done in batch for s in self._finish([done])]
+
+    def _decrypt(self, sealed: str, context: str) -> str:
+        """Decrypt once per destination secret, not once per delivery: keyed by the sealed
+        value itself, so a rotated secret (a new ciphertext) is never served stale."""
+        key = (sealed, context)
+        plain = self._secrets.get(key)
+        if plain is None:
+            if len(self._secrets) >= 1000:
+                self._secrets.clear()
+            plain = self._secrets[key] = self.box.decrypt(sealed, context)
+        return plain
 
     def _db_call(self, call: Callable[[], T], pauses: tuple[float, ...] = ()) -> T:
         """call(), retried on connection errors: at once as often as the pool may hold dead

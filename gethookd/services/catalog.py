@@ -8,7 +8,7 @@ import secrets
 import uuid
 from typing import Any
 
-from gethookd import crypto, ssrf, verify
+from gethookd import crypto, queue, ssrf, verify
 from gethookd.errors import Invalid, NotFound
 from gethookd.services.base import Service
 
@@ -145,8 +145,13 @@ class Catalog(Service):
         params["auth_config_enc"] = self._seal_auth(dest_id, changes.get("auth_config"))
         with self.db.transaction() as cur:
             row = cur.one("update_destination", params)
-            if row is not None and changes.get("active"):
-                cur.run("notify_deliveries")  # deliveries it held while paused are due now
+            if row is not None and "active" in changes:
+                # Paused: its waiting deliveries leave the claim's path; resumed: they are
+                # due again (keeping their times) and the delivery processes are woken.
+                if row["active"]:
+                    queue.release_destination(cur, dest_id)
+                else:
+                    queue.hold_destination(cur, dest_id)
         if row is None:
             raise NotFound(f"destination {dest_id} not found")
         return self.destination_view(row)

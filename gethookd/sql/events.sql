@@ -41,10 +41,11 @@ WHERE account_id = %(account_id)s AND direction = 'outbound'
   AND external_event_id = %(external_event_id)s AND replay_of IS NULL;
 
 -- name: mark_replayed
--- Deliveries of the original that have not started yet are superseded by the replay.
+-- Deliveries of the original that have not started yet (due or held) are superseded by
+-- the replay.
 WITH cancelled AS (
     UPDATE deliveries SET status = 'cancelled', lease_token = NULL, updated_at = now()
-    WHERE event_id = %(id)s AND status = 'pending'
+    WHERE event_id = %(id)s AND status IN ('pending', 'held')
 )
 UPDATE events SET status = 'replayed', next_attempt_at = NULL WHERE id = %(id)s;
 

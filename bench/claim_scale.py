@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""Claim latency against the size of the backlog, with and without a paused destination.
+
+One command; it starts what it needs (an embedded PostgreSQL in a temporary directory, or a
+scratch database on --database-url) and stops it. For each backlog size (10 thousand and
+1 million queued deliveries, populated with generate_series SQL):
+
+  - "active": every destination active; N claims of 50 (queue.claim, as a delivery process
+    calls it), timed one by one: median and p95;
+  - "paused": the destination holding all but 5,000 of them (and the oldest) is paused
+    through the real PATCH path (Gateway.update_destination; timed too), then N claims.
+
+Between cases the claimed rows are put back and the table vacuumed, so every case starts
+from the same queue. The figure that matters: the 1M-paused median against the 10k-active
+one (target: within 1.5x).
+
+To measure another checkout (e.g. the code before a change), put it first on the path:
+    PYTHONPATH=/path/to/other/checkout python bench/claim_scale.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ACTIVE_ROWS = 5000  # rows of the destination that stays active (the newest)
+CLAIM = 50
+WARMUP = 3  # untimed claims first, in every case
+
+POPULATE = """
+CREATE TEMP TABLE g AS SELECT i, gen_random_uuid() AS id FROM generate_series(1, %(n)s) i;
+INSERT INTO events (id, account_id, direction, body, content_type, status, created_at)
+SELECT id, %(account)s, 'inbound', '{"n": 1}'::bytea, 'application/json', 'queued',
+       now() - interval '3 hours'
+FROM g;
+INSERT INTO deliveries (event_id, destination_id, account_id, max_attempts, next_attempt_at,
+                        created_at)
+SELECT id, CASE WHEN i <= %(held)s THEN %(big)s::uuid ELSE %(small)s::uuid END, %(account)s, 3,
+       now() - interval '3 hours' + i * interval '1 ms', now() - interval '3 hours'
+FROM g;
+DROP TABLE g;
+"""
+
+RESET = """
+DELETE FROM delivery_attempts;
+UPDATE deliveries SET status = 'pending', lease_token = NULL, lease_expires_at = NULL,
+       attempt_count = 0
+WHERE status = 'in_flight';
+UPDATE events SET status = 'queued', attempts_count = 0 WHERE status <> 'queued';
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="claim_scale.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--sizes",
+        default="10000,1000000",
+        help="backlog sizes, comma-separated (default 10000,1000000)",
+    )
+    parser.add_argument("--claims", type=int, default=40, help="claims timed per case (40)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="a PostgreSQL server (needs CREATEDB); default: an embedded one",
+    )
+    parser.add_argument("--max-seconds", type=float, default=290)
+    args = parser.parse_args(argv)
+    args.sizes = [int(s) for s in args.sizes.split(",")]
+    if (args.claims + WARMUP) * CLAIM > ACTIVE_ROWS:
+        parser.error(f"--claims at most {ACTIVE_ROWS // CLAIM - WARMUP}")
+    return args
+
+
+def code_version() -> str:
+    import gethookd
+
+    root = Path(gethookd.__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "log", "-1", "--format=%h %ad", "--date=short"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except Exception:
+        rev = "?"
+    return f"{root} ({rev})"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.deadline = time.monotonic() + args.max_seconds
+        self.tmp = Path(tempfile.mkdtemp(prefix="gethookd-claim-"))
+        self.embedded = None
+        self.admin_url: str | None = None
+        self.databases: list[str] = []
+
+    def server(self) -> None:
+        if self.args.database_url:
+            self.admin_url = self.args.database_url
+            return
+        from gethookd.process.embedded import EmbeddedPostgres
+
+        print("starting an embedded PostgreSQL ...", flush=True)
+        self.embedded = EmbeddedPostgres(str(self.tmp / "pg"))
+        self.admin_url = self.embedded.start()
+
+    def admin(self, statement: str) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(self.admin_url)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(statement)
+        conn.close()
+
+    def database(self) -> str:
+        from gethookd import migrate
+
+        name = "gethookd_claim_" + uuid.uuid4().hex[:10]
+        self.admin(f"CREATE DATABASE {name}")
+        self.databases.append(name)
+        url = urlunsplit(urlsplit(self.admin_url)._replace(path="/" + name))
+        migrate.apply(url)
+        return url
+
+    def size(self, n: int) -> dict[str, dict]:
+        """The two cases for a backlog of n; returns their figures."""
+        from gethookd import config as config_mod
+        from gethookd.crypto import new_encryption_key
+        from gethookd.db import Database
+        from gethookd.service import Gateway
+
+        url = self.database()
+        database = Database(url, maxconn=2)
+        env = {
+            "DATABASE_URL": url,
+            "ENCRYPTION_KEY": new_encryption_key(),
+            "GETHOOKD_DATA_DIR": str(self.tmp / "data"),
+        }
+        try:
+            gw = Gateway(config_mod.load(None, env), database)
+            account = gw.register("bench", None, None)["account"]["id"]
+            big = gw.create_destination(account, "big", "http://127.0.0.1:9/big")["id"]
+            small = gw.create_destination(account, "small", "http://127.0.0.1:9/small")["id"]
+            started = time.monotonic()
+            held = max(0, n - ACTIVE_ROWS)
+            with database.transaction() as cur:
+                cur.raw.execute(
+                    POPULATE,
+                    {"n": n, "held": held, "big": big, "small": small, "account": account},
+                )
+            self.vacuum(database)
+            print(f"{n:>9,} queued in {time.monotonic() - started:.1f}s", flush=True)
+            results = {"active": self.claims(database)}
+            self.reset(database)
+            started = time.monotonic()
+            gw.update_destination(account, big, {"active": False})
+            pause_s = time.monotonic() - started
+            first = self.timed_claim(database)  # before any vacuum: dead index entries
+            self.reset(database)
+            results["paused"] = self.claims(database)
+            results["paused"]["pause_s"] = pause_s
+            results["paused"]["first_ms"] = first
+            return results
+        finally:
+            database.close()
+
+    def vacuum(self, database) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(database.dsn)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("VACUUM ANALYZE deliveries")
+            cur.execute("VACUUM ANALYZE events")
+            cur.execute("VACUUM ANALYZE delivery_attempts")
+        conn.close()
+
+    def reset(self, database) -> None:
+        with database.transaction() as cur:
+            cur.raw.execute(RESET)
+        self.vacuum(database)
+
+    def timed_claim(self, database) -> float:
+        from gethookd import queue
+
+        started = time.perf_counter()
+        jobs = queue.claim(database, CLAIM, 600)
+        took = (time.perf_counter() - started) * 1000
+        if len(jobs) != CLAIM:
+            raise SystemExit(f"a claim returned {len(jobs)} jobs, expected {CLAIM}")
+        return took
+
+    def claims(self, database) -> dict:
+        for _ in range(WARMUP):
+            self.timed_claim(database)
+        times = []
+        for _ in range(self.args.claims):
+            if time.monotonic() > self.deadline:
+                raise SystemExit("gave up: --max-seconds reached")
+            times.append(self.timed_claim(database))
+        times.sort()
+        return {
+            "median_ms": statistics.median(times),
+            "p95_ms": times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))],
+        }
+
+    def stop(self) -> None:
+        for name in self.databases:
+            try:
+                self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            except Exception as exc:
+                print(f"could not drop {name}: {exc}", file=sys.stderr)
+        if self.embedded is not None:
+            self.embedded.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    print(f"code: {code_version()}; {os.cpu_count()} CPUs; {args.claims} claims of {CLAIM}")
+    bench = Bench(args)
+    figures: dict[int, dict] = {}
+    try:
+        bench.server()
+        for n in args.sizes:
+            figures[n] = bench.size(n)
+    finally:
+        bench.stop()
+    print()
+    print(f"{'queued':>10} {'case':<8} {'median ms':>10} {'p95 ms':>8}  notes")
+    for n, cases in figures.items():
+        for case, f in cases.items():
+            note = ""
+            if case == "paused":
+                note = (
+                    f"{n - ACTIVE_ROWS:,} paused; PATCH active=false took {f['pause_s']:.2f}s; "
+                    f"first claim after it {f['first_ms']:.1f} ms"
+                )
+            print(f"{n:>10,} {case:<8} {f['median_ms']:>10.2f} {f['p95_ms']:>8.2f}  {note}")
+    small, large = min(figures), max(figures)
+    base = figures[small]["active"]["median_ms"]
+    print()
+    for case in ("active", "paused"):
+        ratio = figures[large][case]["median_ms"] / base
+        print(f"{large:,} {case} / {small:,} active (median): {ratio:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
