@@ -1,14 +1,41 @@
--- name: insert_event
-INSERT INTO events (account_id, direction, source_id, event_type, external_event_id, headers,
-                    body, content_type, status, payload_hash, created_by, replay_of)
-VALUES (%(account_id)s, %(direction)s, %(source_id)s, %(event_type)s, %(external_event_id)s,
-        %(headers)s, %(body)s, %(content_type)s, %(status)s, %(payload_hash)s, %(created_by)s,
-        %(replay_of)s)
-RETURNING id, status;
-
--- name: insert_delivery
-INSERT INTO deliveries (event_id, destination_id, account_id, max_attempts, backoff)
-VALUES (%(event_id)s, %(destination_id)s, %(account_id)s, %(max_attempts)s, %(backoff)s);
+-- name: store_events
+-- Many events and their deliveries in one statement (the group commit, publish and replay).
+-- Event ids are chosen by the caller so deliveries can name their event. An ingest
+-- (check_source) is stored only while its source is still active, so a source deleted after
+-- a cache read stores nothing. A delivery is 'held' when its destination is paused, read
+-- from the destination's row here (never from a cache); a destination deleted meanwhile
+-- gets none.
+WITH ev AS (
+    INSERT INTO events (id, account_id, direction, source_id, event_type, external_event_id,
+                        headers, body, content_type, status, payload_hash, created_by,
+                        replay_of)
+    SELECT e.id, e.account_id, e.direction, e.source_id, e.event_type, e.external_event_id,
+           e.headers, e.body, e.content_type, e.status, e.payload_hash, e.created_by,
+           e.replay_of
+    FROM unnest(%(id)s::uuid[], %(account_id)s::uuid[], %(direction)s::text[],
+                %(source_id)s::uuid[], %(event_type)s::text[], %(external_event_id)s::text[],
+                %(headers)s::jsonb[], %(body)s::bytea[], %(content_type)s::text[],
+                %(status)s::text[], %(payload_hash)s::text[], %(created_by)s::text[],
+                %(replay_of)s::uuid[], %(check_source)s::boolean[])
+         AS e(id, account_id, direction, source_id, event_type, external_event_id, headers,
+              body, content_type, status, payload_hash, created_by, replay_of, check_source)
+    WHERE NOT e.check_source
+       OR EXISTS (SELECT 1 FROM sources s WHERE s.id = e.source_id AND s.status = 'active')
+    RETURNING id, status
+), dl AS (
+    INSERT INTO deliveries (event_id, destination_id, account_id, max_attempts, backoff,
+                            status)
+    SELECT d.event_id, d.destination_id, d.account_id, d.max_attempts, d.backoff,
+           CASE WHEN dst.active THEN 'pending' ELSE 'held' END
+    FROM unnest(%(d_event_id)s::uuid[], %(d_destination_id)s::uuid[],
+                %(d_account_id)s::uuid[], %(d_max_attempts)s::integer[], %(d_backoff)s::text[])
+         AS d(event_id, destination_id, account_id, max_attempts, backoff)
+    JOIN ev ON ev.id = d.event_id
+    JOIN destinations dst ON dst.id = d.destination_id
+    RETURNING event_id
+)
+SELECT ev.id, ev.status, (SELECT count(*) FROM dl WHERE dl.event_id = ev.id) AS deliveries
+FROM ev;
 
 -- name: list_events
 SELECT * FROM events

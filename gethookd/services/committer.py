@@ -1,0 +1,205 @@
+"""Group commit: many events and their deliveries in one statement and one transaction.
+
+Request threads of an API process hand a `Pending` each to the process's `Committer` and
+wait. Its thread takes whatever has queued while the previous commit ran (no timer: at a
+light load a batch is one event and costs what a lone transaction costs), writes the batch
+with one statement (NOTIFY included, one round trip, one fsync), then wakes each waiter
+with its row. A request is answered 202 only after its rows are committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg2
+import psycopg2.extras
+
+from gethookd.db import QUERIES, connect
+
+log = logging.getLogger("gethookd.committer")
+
+# Largest batch in one statement; more waiting requests go in the next one.
+MAX_BATCH = 512
+# A request waits at most this long for its commit (a wedged database), then gets a 503.
+WAIT_TIMEOUT = 30.0
+
+
+@dataclass
+class Pending:
+    """One event to store, as a request hands it over (add fields here, e.g. a dedup key)."""
+
+    account_id: uuid.UUID
+    direction: str
+    source_id: uuid.UUID | None
+    event_type: str | None
+    headers: dict
+    body: bytes
+    content_type: str | None
+    created_by: str
+    # (destination_id, max_attempts, backoff) for each destination a route sends it to
+    targets: list[tuple[uuid.UUID, int, str]]
+    external_event_id: str | None = None
+    replay_of: uuid.UUID | None = None
+    # An ingest is stored only if its source is still active when the batch is written.
+    check_source: bool = False
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    # Filled in by the committer: the stored row (None: the source is gone) or the error.
+    result: dict | None = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event, repr=False)
+
+
+def store_params(items: list[Pending]) -> dict[str, list]:
+    """The columns of `store_events` as arrays, one element per event and per delivery."""
+    params: dict[str, list] = {
+        name: []
+        for name in (
+            "id account_id direction source_id event_type external_event_id headers body "
+            "content_type status payload_hash created_by replay_of check_source "
+            "d_event_id d_destination_id d_account_id d_max_attempts d_backoff"
+        ).split()
+    }
+    for p in items:
+        params["id"].append(p.id)
+        params["account_id"].append(p.account_id)
+        params["direction"].append(p.direction)
+        params["source_id"].append(p.source_id)
+        params["event_type"].append(p.event_type)
+        params["external_event_id"].append(p.external_event_id)
+        params["headers"].append(psycopg2.extras.Json(p.headers))
+        params["body"].append(psycopg2.Binary(p.body))
+        params["content_type"].append(p.content_type)
+        params["status"].append("queued" if p.targets else "accepted")
+        params["payload_hash"].append("sha256:" + hashlib.sha256(p.body).hexdigest())
+        params["created_by"].append(p.created_by)
+        params["replay_of"].append(p.replay_of)
+        params["check_source"].append(p.check_source)
+        for dest, max_attempts, backoff in p.targets:
+            params["d_event_id"].append(p.id)
+            params["d_destination_id"].append(dest)
+            params["d_account_id"].append(p.account_id)
+            params["d_max_attempts"].append(max_attempts)
+            params["d_backoff"].append(backoff)
+    return params
+
+
+def store(raw_cursor: Any, items: list[Pending], notify: bool = True) -> list[dict | None]:
+    """Run `store_events` (with its NOTIFY in the same statement); one row or None per item.
+
+    On an autocommit connection the two statements form one implicit transaction: both or
+    neither. In an open transaction they simply join it.
+    """
+    sql = QUERIES["store_events"]
+    if notify and any(p.targets for p in items):
+        sql = QUERIES["notify_deliveries"] + "\n" + sql
+    with raw_cursor.connection.cursor() as cur:  # plain tuples, whatever the caller's factory
+        cur.execute(sql, store_params(items))
+        rows = {r[0]: r for r in cur.fetchall()}
+    out: list[dict | None] = []
+    for p in items:
+        row = rows.get(p.id)
+        out.append(
+            None if row is None else {"id": row[0], "status": row[1], "deliveries": int(row[2])}
+        )
+    return out
+
+
+class Committer:
+    """One per API process: a thread and its own autocommit connection write the batches."""
+
+    def __init__(self, dsn: str, max_batch: int = MAX_BATCH) -> None:
+        self.dsn = dsn
+        self.max_batch = max_batch
+        self._queue: list[Pending] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._conn: Any = None
+        self._closed = False
+
+    def submit(self, item: Pending) -> dict | None:
+        """Queue one event and wait until its batch is committed (or failed)."""
+        with self._cond:
+            if self._closed:
+                raise psycopg2.OperationalError("the committer is closed")
+            if self._thread is None:
+                # Started on first use: in the gunicorn worker, after the fork.
+                self._thread = threading.Thread(
+                    target=self._run, name="gethookd-committer", daemon=True
+                )
+                self._thread.start()
+            self._queue.append(item)
+            self._cond.notify()
+        if not item.done.wait(WAIT_TIMEOUT):
+            raise psycopg2.OperationalError("timed out waiting for the database to commit")
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    break
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+            try:
+                self._commit(batch)
+            except BaseException as exc:  # never leave a waiter hanging
+                log.exception("group commit failed unexpectedly")
+                for item in batch:
+                    if not item.done.is_set():
+                        item.error = exc
+                        item.done.set()
+        if self._conn is not None:
+            self._conn.close()
+
+    def _commit(self, batch: list[Pending]) -> None:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = connect(self.dsn, autocommit=True)
+            with self._conn.cursor() as cur:
+                results = store(cur, batch)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            # The database is unreachable: nothing of this batch is stored; each gets a 503.
+            self._drop_connection()
+            error = psycopg2.OperationalError(str(exc).strip() or "connection lost")
+            for item in batch:
+                item.error = error
+                item.done.set()
+            return
+        except psycopg2.Error as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+                batch[0].done.set()
+                return
+            # One bad event must not fail the others: the statement rolled back as a whole,
+            # so write each alone and let each carry its own outcome.
+            log.warning("a batch of %d failed (%s); storing each alone", len(batch), exc)
+            for item in batch:
+                self._commit([item])
+            return
+        for item, result in zip(batch, results, strict=True):
+            item.result = result
+            item.done.set()
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg2.Error:
+                pass
+        self._conn = None
