@@ -53,7 +53,9 @@ class ApiServer(BaseApplication):
         from gethookd.service import Gateway
 
         database = Database(self.config.DATABASE_URL, maxconn=self.config.API_THREADS + 1)
-        return create_app(Gateway(self.config, database))
+        gateway = Gateway(self.config, database)
+        gateway.start_batching()  # group commit and cached catalog: threads start on first use
+        return create_app(gateway)
 
 
 def main(config: Config, listen_fd: int, on_ready: Any = None) -> int:
