@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -47,7 +48,8 @@ class Pending:
     replay_of: uuid.UUID | None = None
     # An ingest is stored only if its source is still active when the batch is written.
     check_source: bool = False
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    # Chosen when the batch is written (one os.urandom call per batch, not one per event).
+    id: uuid.UUID | None = None
     # Filled in by the committer: the stored row (None: the source is gone) or the error.
     result: dict | None = None
     error: BaseException | None = None
@@ -64,7 +66,10 @@ def store_params(items: list[Pending]) -> dict[str, list]:
             "d_event_id d_destination_id d_account_id d_max_attempts d_backoff"
         ).split()
     }
-    for p in items:
+    fresh = os.urandom(16 * len(items))
+    for i, p in enumerate(items):
+        if p.id is None:
+            p.id = uuid.UUID(bytes=fresh[16 * i : 16 * i + 16], version=4)
         params["id"].append(p.id)
         params["account_id"].append(p.account_id)
         params["direction"].append(p.direction)
