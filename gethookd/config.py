@@ -161,7 +161,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "API_WORKER_CLASS",
         _choice("gthread", "gevent"),
-        "gthread",
+        "gevent",
         "gunicorn worker class of the API: gthread (API_THREADS threads) or gevent "
         "(greenlets, psycopg2 made cooperative).",
     ),
