@@ -175,7 +175,20 @@ SETTINGS: tuple[Setting, ...] = (
         "is claimed again.",
     ),
     Setting("API_WORKERS", _positive_int, "2", "gunicorn worker processes serving the API."),
-    Setting("API_THREADS", _positive_int, "4", "Threads per API worker process."),
+    Setting(
+        "API_THREADS",
+        _positive_int,
+        "32",
+        "Threads per API worker process (gthread): concurrent requests each worker can hold "
+        "while their ingests wait for a group commit.",
+    ),
+    Setting(
+        "API_WORKER_CLASS",
+        _choice("gthread", "gevent"),
+        "gevent",
+        "gunicorn worker class of the API: gthread (API_THREADS threads) or gevent "
+        "(greenlets, psycopg2 made cooperative).",
+    ),
     Setting("WORKER_PROCESSES", _positive_int, "1", "Delivery processes per instance."),
     Setting(
         "GETHOOKD_DATA_DIR",

@@ -49,5 +49,5 @@ def test_a_failed_transaction_is_rolled_back(db_url):
 
 
 def test_named_queries_are_loaded_once_each():
-    assert "claim_deliveries" in QUERIES and "insert_event" in QUERIES
+    assert "claim_deliveries" in QUERIES and "store_events" in QUERIES
     assert all(sql.strip() for sql in QUERIES.values())

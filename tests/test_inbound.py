@@ -456,8 +456,27 @@ def test_bare_api_key_in_authorization(api):
 
 
 def test_expired_keys_are_claimed_again_and_deleted_in_bounded_batches(db_url):
-    """The queries on their own: an expired key is taken over; the cleanup is bounded."""
+    """The batch writer on its own: a provider id stores one event, copies in one batch and
+    in later batches answer as duplicates, an expired id is taken over; cleanup is bounded."""
+    from gethookd.services.committer import Pending, store
+
     database = Database(db_url, maxconn=1)
+
+    def pending(key: str) -> Pending:
+        return Pending(
+            account_id=account,
+            direction="inbound",
+            source_id=source,
+            event_type=None,
+            headers={},
+            body=b"{}",
+            content_type="application/json",
+            created_by="test",
+            targets=[],
+            check_source=True,
+            dedup_key=key,
+        )
+
     try:
         with database.transaction() as cur:
             cur.raw.execute("INSERT INTO accounts (name) VALUES (%s) RETURNING id", ("a",))
@@ -468,16 +487,16 @@ def test_expired_keys_are_claimed_again_and_deleted_in_bounded_batches(db_url):
                 (account, uuid.uuid4().hex),
             )
             source = cur.raw.fetchone()["id"]
-            key = {"source_id": source, "dedup_key": "k", "window": 60.0}
-            assert cur.one("dedup_claim", key) is not None
-            assert cur.one("dedup_claim", key) is None  # live: taken
-            assert cur.one("dedup_find", key)["expired"] is False
-            assert cur.one("dedup_take_expired", key) is None  # live: not taken over
+            first, copy, other = store(cur.raw, [pending("k"), pending("k"), pending("j")])
+            assert not first.get("duplicate") and not other.get("duplicate")
+            assert copy == {"id": first["id"], "status": first["status"], "duplicate": True}
+            [later] = store(cur.raw, [pending("k")])  # live: a duplicate of the first
+            assert later["duplicate"] and later["id"] == first["id"]
             cur.raw.execute("UPDATE ingest_dedup SET expires_at = now() - interval '1 hour'")
-            assert cur.one("dedup_claim", key) is None
-            assert cur.one("dedup_find", key)["expired"] is True
-            assert cur.one("dedup_take_expired", key) is not None  # expired: taken over
-            assert cur.one("dedup_find", key)["expired"] is False
+            [again] = store(cur.raw, [pending("k")])  # expired: taken over, a new event
+            assert not again.get("duplicate") and again["id"] != first["id"]
+            cur.raw.execute("SELECT count(*) AS n FROM events")
+            assert cur.raw.fetchone()["n"] == 3
             for i in range(5):
                 cur.raw.execute(
                     "INSERT INTO ingest_dedup (source_id, dedup_key, expires_at)"
@@ -487,6 +506,7 @@ def test_expired_keys_are_claimed_again_and_deleted_in_bounded_batches(db_url):
             cur.run("dedup_delete_expired", {"limit": 3})
             cur.raw.execute("SELECT dedup_key FROM ingest_dedup ORDER BY dedup_key")
             left = [r["dedup_key"] for r in cur.raw.fetchall()]
-        assert len(left) == 3 and "k" in left  # 3 of 5 expired rows gone, the live key kept
+        # 3 of the 6 expired rows ("j" and the 5 old ones) are deleted; the live "k" is kept
+        assert len(left) == 4 and "k" in left
     finally:
         database.close()

@@ -29,7 +29,7 @@ class ApiServer(BaseApplication):
         settings = {
             "bind": [f"fd://{self.listen_fd}"],
             "workers": c.API_WORKERS,
-            "worker_class": "gthread",
+            "worker_class": c.API_WORKER_CLASS,
             "threads": c.API_THREADS,
             "graceful_timeout": math.ceil(c.DRAIN_TIMEOUT),
             "timeout": 60,
@@ -62,8 +62,16 @@ class ApiServer(BaseApplication):
         from gethookd.db import Database
         from gethookd.service import Gateway
 
-        database = Database(self.config.DATABASE_URL, maxconn=self.config.API_THREADS + 1)
-        return create_app(Gateway(self.config, database))
+        if self.config.API_WORKER_CLASS == "gevent":
+            from gethookd.db import make_cooperative
+
+            make_cooperative()  # gunicorn's gevent worker has patched the rest already
+        # Ingest needs none of these (the committer and the cache have their own); other
+        # calls share a few rather than one per thread.
+        database = Database(self.config.DATABASE_URL, maxconn=min(self.config.API_THREADS, 8) + 1)
+        gateway = Gateway(self.config, database)
+        gateway.start_batching()  # group commit and cached catalog: threads start on first use
+        return create_app(gateway)
 
 
 # -- signals and logging of the gunicorn processes (ops) ---------------------------------

@@ -57,6 +57,7 @@ class Catalog(Service):
                     "verification_config_enc": enc,
                 },
             )
+            cur.run("notify_catalog")  # API processes may have cached this token as unknown
         return self.source_view(source)
 
     def list_sources(self, account_id: uuid.UUID) -> list[dict]:
@@ -75,6 +76,7 @@ class Catalog(Service):
         with self.db.transaction() as cur:
             if cur.one("delete_source", {"id": source_id, "account_id": account_id}) is None:
                 raise NotFound(f"source {source_id} not found")
+            cur.run("notify_catalog")  # its ingest URL stops at once in every API process
 
     def source_view(self, row: dict) -> dict:
         config = open_verification_config(self.box, row)
@@ -203,6 +205,7 @@ class Catalog(Service):
         with self.db.transaction() as cur:
             if cur.one("delete_destination", {"id": dest_id, "account_id": account_id}) is None:
                 raise NotFound(f"destination {dest_id} not found")
+            cur.run("notify_catalog")  # its routes went with it
 
     def _seal_secret(self, dest_id: uuid.UUID, secret: str) -> str:
         return self.box.encrypt(secret, crypto.aad("destinations.signing_secret", dest_id))
@@ -266,6 +269,7 @@ class Catalog(Service):
                     "backoff": backoff,
                 },
             )
+            cur.run("notify_catalog")
         return route_view(row)
 
     def list_routes(self, account_id: uuid.UUID) -> list[dict]:
@@ -286,6 +290,7 @@ class Catalog(Service):
         }
         with self.db.transaction() as cur:
             row = cur.one("update_route", params)
+            cur.run("notify_catalog")
         if row is None:
             raise NotFound(f"route {route_id} not found")
         return route_view(row)
@@ -294,6 +299,7 @@ class Catalog(Service):
         with self.db.transaction() as cur:
             if cur.one("delete_route", {"id": route_id, "account_id": account_id}) is None:
                 raise NotFound(f"route {route_id} not found")
+            cur.run("notify_catalog")
 
 
 def route_view(row: dict) -> dict:

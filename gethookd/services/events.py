@@ -8,11 +8,11 @@ when it commits.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg2.errors
@@ -20,9 +20,10 @@ import psycopg2.errors
 from gethookd import verify
 from gethookd.db import Cursor
 from gethookd.errors import NotFound, TooLarge, Unauthorized
-from gethookd.services import dedup
 from gethookd.services.base import Service
 from gethookd.services.catalog import open_verification_config
+from gethookd.services.catalog_cache import CatalogCache
+from gethookd.services.committer import Committer, Pending, store
 
 log = logging.getLogger("gethookd.events")
 
@@ -39,6 +40,22 @@ _DROP_HEADERS = {"authorization", "cookie", "connection", "transfer-encoding", "
 
 
 class Events(Service):
+    # Set by start_batching() in API processes; otherwise each ingest is its own transaction.
+    committer: Committer | None = None
+    catalog_cache: CatalogCache | None = None
+
+    def start_batching(self) -> None:
+        """Group commit and the cached catalog, for a process serving many ingests at once."""
+        self.committer = Committer(self.config.DATABASE_URL, dedup_window=self.config.DEDUP_WINDOW)
+        self.catalog_cache = CatalogCache(self.config.DATABASE_URL)
+
+    def stop_batching(self) -> None:
+        if self.committer is not None:
+            self.committer.close()
+        if self.catalog_cache is not None:
+            self.catalog_cache.close()
+        self.committer = self.catalog_cache = None
+
     def ingest(self, token: str, body: bytes, headers: dict[str, str]) -> dict:
         """Store an inbound webhook and queue its deliveries; committed before the 202."""
         if len(body) > self.config.MAX_INGEST_BYTES:
@@ -46,46 +63,74 @@ class Events(Service):
                 f"webhook body exceeds MAX_INGEST_BYTES ({self.config.MAX_INGEST_BYTES})"
             )
         lower = {k.lower(): v for k, v in headers.items()}
-        with self.db.transaction() as cur:
-            source = cur.one("source_by_token", {"token": token})
-            if source is None or source["status"] != "active":
-                raise NotFound("no active source has this ingest URL; check the path token")
-            # Verified before anything is written: a refusal rolls back a read-only
-            # transaction. Doing it here (CPU only, no lock held) keeps one round trip.
-            config = open_verification_config(self.box, source)
-            try:
-                verify.verify_request(
-                    source["auth_mode"], source["provider"], config, lower, body, time.time()
-                )
-            except verify.VerificationFailed as exc:
-                log.warning(
-                    "source %s: signature verification failed: %s", source["id"], exc.reason
-                )
-                raise Unauthorized(f"signature verification failed: {exc.reason}") from None
-            # -- dedup on the provider's delivery id, after verification (services/dedup.py) --
-            claim = dedup.claim(cur, self.config.DEDUP_WINDOW, source, config, lower, body)
-            if claim is not None and claim.duplicate_of is not None:
-                return claim.duplicate_of  # the first event's id; nothing stored or queued
-            # -- end dedup --
-            drop = _DROP_HEADERS | verify.credential_headers(source["auth_mode"], config)
-            routes = cur.all("routes_for_source", {"source_id": source["id"]})
-            event = self._store(
-                cur,
-                routes,
-                account_id=source["account_id"],
-                direction="inbound",
-                source_id=source["id"],
-                event_type=verify.event_type(source["provider"], lower, body)
-                or _event_type(lower, body),
-                external_event_id=None,
-                headers={k: v for k, v in lower.items() if k not in drop},
-                body=body,
-                content_type=lower.get("content-type"),
-                created_by=f"source:{source['id']}",
+        if self.catalog_cache is not None:
+            source = self.catalog_cache.get(token, lambda: self._ingest_source(token))
+        else:
+            source = self._ingest_source(token)
+        if source is None:
+            raise NotFound("no active source has this ingest URL; check the path token")
+        # Verified before anything is written (CPU only, no database work).
+        try:
+            verify.verify_request(
+                source.auth_mode, source.provider, source.config, lower, body, time.time()
             )
-            dedup.record(cur, claim, event["id"])  # dedup: the key now names this event
-        _log_stored(event, f"received from source {source['id']} ({len(body)} bytes)")
+        except verify.VerificationFailed as exc:
+            log.warning("source %s: signature verification failed: %s", source.id, exc.reason)
+            raise Unauthorized(f"signature verification failed: {exc.reason}") from None
+        event_type = verify.event_type(source.provider, lower, body) or _event_type(lower, body)
+        # The provider's own delivery id, read only now that the request verified (so a forged
+        # copy cannot burn an id); the committer stores the event only if the id is new.
+        dedup_key = verify.delivery_id(
+            source.auth_mode, source.provider, source.config, lower, body
+        )
+        pending = Pending(
+            account_id=source.account_id,
+            direction="inbound",
+            source_id=source.id,
+            event_type=event_type,
+            headers={k: v for k, v in lower.items() if k not in source.drop},
+            body=body,
+            content_type=lower.get("content-type"),
+            created_by=f"source:{source.id}",
+            targets=_targets(source.routes, event_type),
+            check_source=True,
+            dedup_key=dedup_key,
+        )
+        if self.committer is not None:
+            event = self.committer.submit(pending)
+        else:
+            with self.db.transaction() as cur:
+                [event] = store(cur.raw, [pending], dedup_window=self.config.DEDUP_WINDOW)
+        if event is None:  # deleted after it was read: nothing stored
+            raise NotFound("no active source has this ingest URL; check the path token")
+        if event.get("duplicate"):
+            log.info(
+                "source %s: webhook %r is a duplicate of event %s; not stored",
+                source.id,
+                dedup_key,
+                event["id"],
+            )
+            return event
+        _log_stored(event, f"received from source {source.id} ({len(body)} bytes)")
         return event
+
+    def _ingest_source(self, token: str) -> IngestSource | None:
+        """What ingest needs of a source, read once per cache entry (config opened)."""
+        with self.db.transaction() as cur:
+            row = cur.one("source_by_token", {"token": token})
+            if row is None or row["status"] != "active":
+                return None
+            routes = cur.all("routes_for_source", {"source_id": row["id"]})
+        config = open_verification_config(self.box, row)
+        return IngestSource(
+            id=row["id"],
+            account_id=row["account_id"],
+            auth_mode=row["auth_mode"],
+            provider=row["provider"],
+            config=config,
+            drop=frozenset(_DROP_HEADERS | verify.credential_headers(row["auth_mode"], config)),
+            routes=routes,
+        )
 
     def publish(
         self,
@@ -169,37 +214,9 @@ class Events(Service):
         }
 
     def _store(self, cur: Cursor, routes: list[dict], **event: Any) -> dict:
-        """Insert the event and one delivery per matching destination (the strictest route)."""
-        targets: dict[Any, dict] = {}
-        for route in routes:
-            if not matches(route["event_type_pattern"], event["event_type"]):
-                continue
-            best = targets.get(route["destination_id"])
-            if best is None or route["max_attempts"] > best["max_attempts"]:
-                targets[route["destination_id"]] = route
-        event.setdefault("replay_of", None)
-        row = cur.one(
-            "insert_event",
-            {
-                **event,
-                "status": "queued" if targets else "accepted",
-                "payload_hash": "sha256:" + hashlib.sha256(event["body"]).hexdigest(),
-            },
-        )
-        row["deliveries"] = len(targets)
-        for dest, route in targets.items():
-            cur.run(
-                "insert_delivery",
-                {
-                    "event_id": row["id"],
-                    "destination_id": dest,
-                    "account_id": event["account_id"],
-                    "max_attempts": route["max_attempts"],
-                    "backoff": route["backoff"],
-                },
-            )
-        if targets:
-            cur.run("notify_deliveries")
+        """The event and one delivery per matching destination, in the caller's transaction."""
+        pending = Pending(targets=_targets(routes, event["event_type"]), **event)
+        [row] = store(cur.raw, [pending])
         return row
 
     def list_events(
@@ -300,3 +317,28 @@ def event_view(row: dict) -> dict:
     row["body"] = bytes(row["body"]).decode("utf-8", errors="replace")
     row.pop("content_type", None)
     return row
+
+
+@dataclass(frozen=True)
+class IngestSource:
+    """A source as ingest uses it, with its verification config opened and its routes."""
+
+    id: uuid.UUID
+    account_id: uuid.UUID
+    auth_mode: str
+    provider: str | None
+    config: dict
+    drop: frozenset[str]
+    routes: list[dict]
+
+
+def _targets(routes: list[dict], event_type: str | None) -> list[tuple[uuid.UUID, int, str]]:
+    """One delivery per matching destination, with the strictest of its routes' policies."""
+    best: dict[Any, dict] = {}
+    for route in routes:
+        if not matches(route["event_type_pattern"], event_type):
+            continue
+        seen = best.get(route["destination_id"])
+        if seen is None or route["max_attempts"] > seen["max_attempts"]:
+            best[route["destination_id"]] = route
+    return [(dest, r["max_attempts"], r["backoff"]) for dest, r in best.items()]

@@ -102,3 +102,11 @@ DELETE FROM routes WHERE id = %(id)s AND account_id = %(account_id)s RETURNING i
 SELECT r.destination_id, r.event_type_pattern, r.max_attempts, r.backoff
 FROM routes r
 WHERE r.account_id = %(account_id)s AND r.source_id IS NULL AND r.active;
+
+-- name: notify_catalog
+-- Sent in every transaction that changes what ingest reads (sources, routes, destinations
+-- they point at): API processes drop their cached sources and routes when it commits.
+NOTIFY gethookd_catalog;
+
+-- name: listen_catalog
+LISTEN gethookd_catalog;

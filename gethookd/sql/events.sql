@@ -1,14 +1,66 @@
--- name: insert_event
-INSERT INTO events (account_id, direction, source_id, event_type, external_event_id, headers,
-                    body, content_type, status, payload_hash, created_by, replay_of)
-VALUES (%(account_id)s, %(direction)s, %(source_id)s, %(event_type)s, %(external_event_id)s,
-        %(headers)s, %(body)s, %(content_type)s, %(status)s, %(payload_hash)s, %(created_by)s,
-        %(replay_of)s)
-RETURNING id, status;
+-- name: store_events
+-- Many events and their deliveries in one statement (the group commit, publish and replay).
+-- Event ids are chosen by the caller so deliveries can name their event. An ingest
+-- (check_source) is stored only while its source is still active, so a source deleted after
+-- a cache read stores nothing. A delivery is 'held' when its destination is paused, read
+-- from the destination's row here (never from a cache); a destination deleted meanwhile
+-- gets none.
+-- Deduplication (gethookd/services/dedup.py's rules, batched): an event with a provider id
+-- (keyed) is stored only if this statement takes its (source, id) in ingest_dedup: a new id,
+-- or one whose window has passed (taken over in place). Repeats within one batch are folded
+-- by the caller first (ON CONFLICT cannot touch one row twice in a statement).
+WITH claimed AS (
+    INSERT INTO ingest_dedup (source_id, dedup_key, event_id, expires_at)
+    SELECT k.source_id, k.dedup_key, k.event_id,
+           now() + make_interval(secs => %(dedup_window)s::float8)
+    FROM unnest(%(k_event_id)s::uuid[], %(k_source_id)s::uuid[], %(k_key)s::text[])
+         AS k(event_id, source_id, dedup_key)
+    WHERE EXISTS (SELECT 1 FROM sources s WHERE s.id = k.source_id AND s.status = 'active')
+    ORDER BY k.source_id, k.dedup_key  -- one lock order for every batch: no deadlock
+    ON CONFLICT (source_id, dedup_key) DO UPDATE
+        SET event_id = EXCLUDED.event_id, expires_at = EXCLUDED.expires_at, created_at = now()
+        WHERE ingest_dedup.expires_at <= now()
+    RETURNING event_id
+), ev AS (
+    INSERT INTO events (id, account_id, direction, source_id, event_type, external_event_id,
+                        headers, body, content_type, status, payload_hash, created_by,
+                        replay_of)
+    SELECT e.id, e.account_id, e.direction, e.source_id, e.event_type, e.external_event_id,
+           e.headers, e.body, e.content_type, e.status, e.payload_hash, e.created_by,
+           e.replay_of
+    FROM unnest(%(id)s::uuid[], %(account_id)s::uuid[], %(direction)s::text[],
+                %(source_id)s::uuid[], %(event_type)s::text[], %(external_event_id)s::text[],
+                %(headers)s::jsonb[], %(body)s::bytea[], %(content_type)s::text[],
+                %(status)s::text[], %(payload_hash)s::text[], %(created_by)s::text[],
+                %(replay_of)s::uuid[], %(check_source)s::boolean[], %(keyed)s::boolean[])
+         AS e(id, account_id, direction, source_id, event_type, external_event_id, headers,
+              body, content_type, status, payload_hash, created_by, replay_of, check_source,
+              keyed)
+    WHERE (NOT e.check_source
+           OR EXISTS (SELECT 1 FROM sources s WHERE s.id = e.source_id AND s.status = 'active'))
+      AND (NOT e.keyed OR e.id IN (SELECT event_id FROM claimed))
+    RETURNING id, status
+), dl AS (
+    INSERT INTO deliveries (event_id, destination_id, account_id, max_attempts, backoff,
+                            status)
+    SELECT d.event_id, d.destination_id, d.account_id, d.max_attempts, d.backoff,
+           CASE WHEN dst.active THEN 'pending' ELSE 'held' END
+    FROM unnest(%(d_event_id)s::uuid[], %(d_destination_id)s::uuid[],
+                %(d_account_id)s::uuid[], %(d_max_attempts)s::integer[], %(d_backoff)s::text[])
+         AS d(event_id, destination_id, account_id, max_attempts, backoff)
+    JOIN ev ON ev.id = d.event_id
+    JOIN destinations dst ON dst.id = d.destination_id
+    RETURNING event_id
+)
+SELECT ev.id, ev.status, (SELECT count(*) FROM dl WHERE dl.event_id = ev.id) AS deliveries
+FROM ev;
 
--- name: insert_delivery
-INSERT INTO deliveries (event_id, destination_id, account_id, max_attempts, backoff)
-VALUES (%(event_id)s, %(destination_id)s, %(account_id)s, %(max_attempts)s, %(backoff)s);
+-- name: dedup_holders
+-- Who holds the ids a batch could not take: the first event (what a duplicate answers).
+SELECT d.source_id, d.dedup_key, d.event_id, e.status
+FROM unnest(%(k_source_id)s::uuid[], %(k_key)s::text[]) AS k(source_id, dedup_key)
+JOIN ingest_dedup d ON d.source_id = k.source_id AND d.dedup_key = k.dedup_key
+LEFT JOIN events e ON e.id = d.event_id;
 
 -- name: list_events
 SELECT * FROM events

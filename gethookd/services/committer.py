@@ -1,0 +1,270 @@
+"""Group commit: many events and their deliveries in one statement and one transaction.
+
+Request threads of an API process hand a `Pending` each to the process's `Committer` and
+wait. Its thread takes whatever has queued while the previous commit ran (no timer: at a
+light load a batch is one event and costs what a lone transaction costs), writes the batch
+with one statement (NOTIFY included, one round trip, one fsync), then wakes each waiter
+with its row. A request is answered 202 only after its rows are committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg2
+import psycopg2.extras
+
+from gethookd.db import QUERIES, connect
+
+log = logging.getLogger("gethookd.committer")
+
+# Largest batch in one statement; more waiting requests go in the next one.
+MAX_BATCH = 512
+DEDUP_WINDOW = 7 * 86400.0  # seconds; the committer is given DEDUP_WINDOW from the config
+DEDUP_CLEANUP_CHANCE = 0.01  # per batch with ids: delete up to DEDUP_CLEANUP_BATCH expired
+DEDUP_CLEANUP_BATCH = 500
+# A request waits at most this long for its commit (a wedged database), then gets a 503.
+WAIT_TIMEOUT = 30.0
+
+
+@dataclass
+class Pending:
+    """One event to store, as a request hands it over."""
+
+    account_id: uuid.UUID
+    direction: str
+    source_id: uuid.UUID | None
+    event_type: str | None
+    headers: dict
+    body: bytes
+    content_type: str | None
+    created_by: str
+    # (destination_id, max_attempts, backoff) for each destination a route sends it to
+    targets: list[tuple[uuid.UUID, int, str]]
+    external_event_id: str | None = None
+    replay_of: uuid.UUID | None = None
+    # An ingest is stored only if its source is still active when the batch is written.
+    check_source: bool = False
+    # The provider's own delivery id: stored only if new for its source within the window.
+    dedup_key: str | None = None
+    # Chosen when the batch is written (one os.urandom call per batch, not one per event).
+    id: uuid.UUID | None = None
+    # Filled in by the committer: the stored row (None: the source is gone) or the error.
+    result: dict | None = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event, repr=False)
+
+
+def store_params(items: list[Pending]) -> dict[str, list]:
+    """The columns of `store_events` as arrays, one element per event and per delivery."""
+    params: dict[str, list] = {
+        name: []
+        for name in (
+            "id account_id direction source_id event_type external_event_id headers body "
+            "content_type status payload_hash created_by replay_of check_source keyed "
+            "d_event_id d_destination_id d_account_id d_max_attempts d_backoff "
+            "k_event_id k_source_id k_key"
+        ).split()
+    }
+    fresh = os.urandom(16 * len(items))
+    for i, p in enumerate(items):
+        if p.id is None:
+            p.id = uuid.UUID(bytes=fresh[16 * i : 16 * i + 16], version=4)
+        params["id"].append(p.id)
+        params["account_id"].append(p.account_id)
+        params["direction"].append(p.direction)
+        params["source_id"].append(p.source_id)
+        params["event_type"].append(p.event_type)
+        params["external_event_id"].append(p.external_event_id)
+        params["headers"].append(psycopg2.extras.Json(p.headers))
+        params["body"].append(psycopg2.Binary(p.body))
+        params["content_type"].append(p.content_type)
+        params["status"].append("queued" if p.targets else "accepted")
+        params["payload_hash"].append("sha256:" + hashlib.sha256(p.body).hexdigest())
+        params["created_by"].append(p.created_by)
+        params["replay_of"].append(p.replay_of)
+        params["check_source"].append(p.check_source)
+        params["keyed"].append(p.dedup_key is not None)
+        if p.dedup_key is not None:
+            params["k_event_id"].append(p.id)
+            params["k_source_id"].append(p.source_id)
+            params["k_key"].append(p.dedup_key)
+        for dest, max_attempts, backoff in p.targets:
+            params["d_event_id"].append(p.id)
+            params["d_destination_id"].append(dest)
+            params["d_account_id"].append(p.account_id)
+            params["d_max_attempts"].append(max_attempts)
+            params["d_backoff"].append(backoff)
+    return params
+
+
+def store(
+    raw_cursor: Any,
+    items: list[Pending],
+    notify: bool = True,
+    dedup_window: float = DEDUP_WINDOW,
+) -> list[dict | None]:
+    """Run `store_events` (with its NOTIFY in the same statement); per item the stored row,
+    a duplicate's answer (`duplicate: True`, the first event's id), or None (source gone).
+
+    On an autocommit connection the two statements form one implicit transaction: both or
+    neither. In an open transaction they simply join it.
+    """
+    # Copies of one provider id within the batch: only the first is written, the others
+    # answer as its duplicates (a statement may not claim one key twice).
+    writes: list[Pending] = []
+    repeats: list[tuple[Pending, Pending]] = []
+    first_of: dict[tuple, Pending] = {}
+    for p in items:
+        if p.dedup_key is not None:
+            first = first_of.setdefault((p.source_id, p.dedup_key), p)
+            if first is not p:
+                repeats.append((p, first))
+                continue
+        writes.append(p)
+    sql = QUERIES["store_events"]
+    if notify and any(p.targets for p in writes):
+        sql = QUERIES["notify_deliveries"] + "\n" + sql
+    params = store_params(writes)
+    params["dedup_window"] = dedup_window
+    with raw_cursor.connection.cursor() as cur:  # plain tuples, whatever the caller's factory
+        cur.execute(sql, params)
+        rows = {r[0]: r for r in cur.fetchall()}
+        lost = [p for p in writes if p.dedup_key is not None and p.id not in rows]
+        holders = _holders(cur, lost) if lost else {}
+        if params["k_key"] and random.random() < DEDUP_CLEANUP_CHANCE:
+            cur.execute(QUERIES["dedup_delete_expired"], {"limit": DEDUP_CLEANUP_BATCH})
+    results: dict[int, dict | None] = {}
+    for p in writes:
+        row = rows.get(p.id)
+        if row is not None:
+            results[id(p)] = {"id": row[0], "status": row[1], "deliveries": int(row[2])}
+        elif p.dedup_key is not None and (p.source_id, p.dedup_key) in holders:
+            results[id(p)] = holders[(p.source_id, p.dedup_key)]
+        else:
+            results[id(p)] = None  # the source is gone
+    for p, first in repeats:
+        done = results[id(first)]
+        if done is not None and not done.get("duplicate"):
+            done = {"id": done["id"], "status": done["status"], "duplicate": True}
+        results[id(p)] = done
+    return [results[id(p)] for p in items]
+
+
+def _holders(cur: Any, lost: list[Pending]) -> dict[tuple, dict]:
+    """The first event behind each provider id this batch could not take (a new statement:
+    under READ COMMITTED it sees the copy that won, which the insert waited for)."""
+    cur.execute(
+        QUERIES["dedup_holders"],
+        {"k_source_id": [p.source_id for p in lost], "k_key": [p.dedup_key for p in lost]},
+    )
+    return {
+        (source_id, key): {"id": event_id, "status": status or "accepted", "duplicate": True}
+        for source_id, key, event_id, status in cur.fetchall()
+    }
+
+
+class Committer:
+    """One per API process: a thread and its own autocommit connection write the batches."""
+
+    def __init__(
+        self, dsn: str, max_batch: int = MAX_BATCH, dedup_window: float = DEDUP_WINDOW
+    ) -> None:
+        self.dsn = dsn
+        self.dedup_window = dedup_window
+        self.max_batch = max_batch
+        self._queue: list[Pending] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._conn: Any = None
+        self._closed = False
+
+    def submit(self, item: Pending) -> dict | None:
+        """Queue one event and wait until its batch is committed (or failed)."""
+        with self._cond:
+            if self._closed:
+                raise psycopg2.OperationalError("the committer is closed")
+            if self._thread is None:
+                # Started on first use: in the gunicorn worker, after the fork.
+                self._thread = threading.Thread(
+                    target=self._run, name="gethookd-committer", daemon=True
+                )
+                self._thread.start()
+            self._queue.append(item)
+            self._cond.notify()
+        if not item.done.wait(WAIT_TIMEOUT):
+            raise psycopg2.OperationalError("timed out waiting for the database to commit")
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    break
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+            try:
+                self._commit(batch)
+            except BaseException as exc:  # never leave a waiter hanging
+                log.exception("group commit failed unexpectedly")
+                for item in batch:
+                    if not item.done.is_set():
+                        item.error = exc
+                        item.done.set()
+        if self._conn is not None:
+            self._conn.close()
+
+    def _commit(self, batch: list[Pending]) -> None:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = connect(self.dsn, autocommit=True)
+            with self._conn.cursor() as cur:
+                results = store(cur, batch, dedup_window=self.dedup_window)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            # The database is unreachable: nothing of this batch is stored; each gets a 503.
+            self._drop_connection()
+            error = psycopg2.OperationalError(str(exc).strip() or "connection lost")
+            for item in batch:
+                item.error = error
+                item.done.set()
+            return
+        except psycopg2.Error as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+                batch[0].done.set()
+                return
+            # One bad event must not fail the others: the statement rolled back as a whole,
+            # so write each alone and let each carry its own outcome.
+            log.warning("a batch of %d failed (%s); storing each alone", len(batch), exc)
+            for item in batch:
+                self._commit([item])
+            return
+        for item, result in zip(batch, results, strict=True):
+            item.result = result
+            item.done.set()
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg2.Error:
+                pass
+        self._conn = None

@@ -1,0 +1,234 @@
+"""Group commit and the cached catalog keep every guarantee of a lone ingest."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import psutil
+import psycopg2
+import pytest
+import requests
+
+from gethookd.errors import NotFound
+from gethookd.services.committer import Committer, Pending
+from helpers import Api, wait_for
+
+HEADERS = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+def batching(gw):
+    gw.start_batching()
+    gw.catalog_cache._start()  # as the first ingest would; cached only once listening
+    wait_for(lambda: gw.catalog_cache._listening, 10, "the catalog LISTEN connection")
+    yield gw
+    gw.stop_batching()
+
+
+def _pipeline(gw, sink_url: str = "http://127.0.0.1:9/hook"):
+    account = gw.register("acme", None, None)["account"]["id"]
+    source = gw.create_source(account, "provider")
+    dest = gw.create_destination(account, "sink", sink_url)
+    route = gw.create_route(account, dest["id"], source["id"])
+    return account, source, dest, route
+
+
+def _scalar(database, sql: str, *params):
+    with database.transaction() as cur:
+        cur.raw.execute(sql, params)
+        return list(cur.raw.fetchone().values())[0]
+
+
+def _invalidated(gw, before: int) -> bool:
+    return gw.catalog_cache.invalidations > before
+
+
+def test_concurrent_ingests_are_each_stored_once_with_their_delivery(batching, database):
+    gw = batching
+    _, source, _, _ = _pipeline(gw)
+    n = 400
+
+    def one(i: int) -> uuid.UUID:
+        return gw.ingest(source["path_token"], f'{{"n": {i}}}'.encode(), HEADERS)["id"]
+
+    with ThreadPoolExecutor(16) as pool:
+        ids = list(pool.map(one, range(n)))
+    assert len(set(ids)) == n
+    assert _scalar(database, "SELECT count(*) FROM events") == n
+    assert _scalar(database, "SELECT count(DISTINCT event_id) FROM deliveries") == n
+    assert _scalar(database, "SELECT count(*) FROM deliveries WHERE status = 'pending'") == n
+    bodies = _scalar(database, "SELECT count(DISTINCT body) FROM events")
+    assert bodies == n
+    # Grouped: fewer transactions (one now() each) than events.
+    assert _scalar(database, "SELECT count(DISTINCT created_at) FROM events") < n
+
+
+def test_a_lost_database_answers_every_request_of_the_batch_and_stores_nothing(
+    batching, database, db_url
+):
+    gw = batching
+    _, source, _, _ = _pipeline(gw)
+    gw.ingest(source["path_token"], b"{}", HEADERS)  # the committer is connected
+    admin = psycopg2.connect(db_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:  # the committer's connection dies under it
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    admin.close()
+    errors = []
+
+    def one(_):
+        try:
+            gw.ingest(source["path_token"], b"{}", HEADERS)
+        except psycopg2.OperationalError as exc:  # the API answers 503 to it
+            errors.append(exc)
+
+    # The first batch after the loss fails as a whole; later ones reconnect.
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(8)))
+    stored = _scalar(database, "SELECT count(*) FROM events")
+    assert len(errors) >= 1
+    assert stored == 1 + 8 - len(errors)
+    assert _scalar(database, "SELECT count(*) FROM deliveries") == stored
+    gw.ingest(source["path_token"], b"{}", HEADERS)
+    assert _scalar(database, "SELECT count(*) FROM events") == stored + 1
+
+
+def test_a_bad_event_in_a_batch_fails_alone(gw, db_url, database):
+    _, source, dest, _ = _pipeline(gw)
+    account = _scalar(database, "SELECT account_id FROM sources")
+
+    def item(account_id) -> Pending:
+        return Pending(
+            account_id=account_id,
+            direction="inbound",
+            source_id=source["id"],
+            event_type=None,
+            headers={},
+            body=b"{}",
+            content_type=None,
+            created_by="test",
+            targets=[(dest["id"], 3, "exponential")],
+        )
+
+    committer = Committer(db_url)
+    good, bad, other = item(account), item(uuid.uuid4()), item(account)  # no such account
+    try:
+        committer._commit([good, bad, other])
+    finally:
+        committer._drop_connection()
+    assert good.result["deliveries"] == 1 and other.result["deliveries"] == 1
+    assert isinstance(bad.error, psycopg2.IntegrityError) and bad.result is None
+    assert _scalar(database, "SELECT count(*) FROM events") == 2
+    assert _scalar(database, "SELECT count(*) FROM deliveries") == 2
+
+
+def test_catalog_changes_are_seen_by_the_next_ingest(batching, database):
+    gw = batching
+    account, source, dest, route = _pipeline(gw)
+    token = source["path_token"]
+    assert gw.ingest(token, b"{}", HEADERS)["deliveries"] == 1  # cached now
+
+    # a second route to a new destination
+    seen = gw.catalog_cache.invalidations
+    other = gw.create_destination(account, "other", "http://127.0.0.1:9/other")
+    gw.create_route(account, other["id"], source["id"])
+    wait_for(lambda: _invalidated(gw, seen), 5, "the route's notification")
+    assert gw.ingest(token, b"{}", HEADERS)["deliveries"] == 2
+
+    # a route removed
+    seen = gw.catalog_cache.invalidations
+    gw.delete_route(account, route["id"])
+    wait_for(lambda: _invalidated(gw, seen), 5, "the deletion's notification")
+    event = gw.ingest(token, b"{}", HEADERS)
+    assert event["deliveries"] == 1
+
+    # a destination paused: its deliveries are held, read from its row (no cache involved)
+    gw.update_destination(account, other["id"], {"active": False})
+    event = gw.ingest(token, b"{}", HEADERS)
+    status = _scalar(database, "SELECT status FROM deliveries WHERE event_id = %s", event["id"])
+    assert status == "held"
+
+    # a source deleted: refused by the very next ingest, even before the notification
+    gw.delete_source(account, source["id"])
+    with pytest.raises(NotFound):
+        gw.ingest(token, b"{}", HEADERS)
+    assert _scalar(database, "SELECT count(*) FROM events WHERE source_id IS NOT NULL") == 0
+
+
+def test_a_lost_listen_connection_clears_the_cache(batching, db_url):
+    gw = batching
+    account, source, _, _ = _pipeline(gw)
+    cache = gw.catalog_cache
+    # (the pipeline's own notifications may still clear the first entry)
+    wait_for(lambda: gw.ingest(source["path_token"], b"{}", HEADERS) and cache._entries, 5)
+    admin = psycopg2.connect(db_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE query LIKE 'LISTEN gethookd_catalog%'"
+        )
+    admin.close()
+    wait_for(lambda: not cache._entries, 5, "the cache to be cleared")
+    wait_for(lambda: cache._listening, 10, "the listener to reconnect")
+    assert gw.ingest(source["path_token"], b"{}", HEADERS)["deliveries"] == 1
+
+
+def test_a_deleted_source_stops_ingest_over_http(api_daemon):
+    api = Api(api_daemon.url).register(f"user-{uuid.uuid4().hex[:10]}@example.com")
+    pipe = api.pipeline("http://127.0.0.1:9")
+    url = f"{api_daemon.url}/ingest/{pipe['source']['path_token']}"
+    for _ in range(5):  # both processes' caches hold it
+        assert requests.post(url, data=b"{}", headers=HEADERS, timeout=5).status_code == 202
+    api.call("DELETE", f"/v1/sources/{pipe['source']['id']}")
+    started = time.monotonic()
+    assert requests.post(url, data=b"{}", headers=HEADERS, timeout=5).status_code == 404
+    assert time.monotonic() - started < 2
+
+
+def test_kill_9_of_an_api_worker_loses_no_accepted_event(daemon_factory, sink):
+    daemon = daemon_factory(API_WORKERS="2", API_THREADS="8")
+    api = Api(daemon.url).register("killer@example.com")
+    pipe = api.pipeline(sink.url)
+    url = f"{daemon.url}/ingest/{pipe['source']['path_token']}"
+    accepted: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def load() -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            try:
+                resp = session.post(url, data=b'{"type": "t"}', headers=HEADERS, timeout=5)
+            except requests.RequestException:
+                session = requests.Session()
+                continue
+            if resp.status_code == 202:
+                with lock:
+                    accepted.append(resp.json()["data"]["id"])
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(16)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(accepted) > 200, 30, "ingest under load")
+        [arbiter] = daemon.children()["api"]
+        workers = psutil.Process(arbiter).children()
+        assert workers
+        os.kill(workers[0].pid, signal.SIGKILL)
+        count = len(accepted)
+        wait_for(lambda: len(accepted) > count + 200, 30, "ingest to go on after the kill")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    expected = set(accepted)
+    wait_for(lambda: expected <= set(sink.event_ids()), 60, "every accepted event delivered")
