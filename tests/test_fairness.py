@@ -8,9 +8,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
+from receiver import Receiver
 
 from helpers import Api, wait_for
-from receiver import Receiver
 
 N = 60
 
