@@ -16,6 +16,8 @@ from typing import Any
 from gethookd.db import Cursor, Database
 from gethookd.deliver import Outcome, cap_text
 
+OK_OR_RELEASED = ("success", "cancelled")  # outcomes that are not a destination's failure
+
 
 @dataclass(frozen=True)
 class Job:
@@ -205,6 +207,9 @@ def finish_batch(db: Database, batch: list[Finished], circuit: Circuit | None = 
         "disable_after": circuit.disable_after,
         "destination_ids": sorted({str(f.job.destination_id) for f in batch}),
         "gones": [f.result.gone for f in batch],
+        "failing_ids": sorted(
+            {str(f.job.destination_id) for f in batch if f.result.outcome not in OK_OR_RELEASED}
+        ),
         "event_ids": sorted({f.job.event_id for f in batch}),
         "delivery_ids": [f.job.delivery_id for f in batch],
         "lease_tokens": [f.job.lease_token for f in batch],

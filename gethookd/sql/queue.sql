@@ -29,8 +29,9 @@ WITH busy AS (
         AS b(destination_id, n)
 ), expired_c AS (
     SELECT d.id, d.destination_id, d.lease_expires_at AS at, 0 AS branch
-    FROM deliveries d
+    FROM deliveries d JOIN destinations dst ON dst.id = d.destination_id
     WHERE d.status = 'in_flight' AND d.lease_expires_at <= now()
+      AND delivery_may_be_sent(dst, d.id)
       AND d.destination_id <> ALL(%(capped)s::uuid[])
     ORDER BY d.lease_expires_at
     LIMIT %(scan)s
@@ -132,8 +133,10 @@ ORDER BY jobs.ord;
 -- attempt neither, and does not come back. A retry of an event replayed meanwhile is
 -- cancelled instead. Destination health: see `tally` below.
 SELECT 1 FROM events WHERE id = ANY(%(event_ids)s::uuid[]) ORDER BY id FOR UPDATE;
-SELECT 1 FROM destinations WHERE id = ANY(%(destination_ids)s::uuid[]) ORDER BY id
-FOR NO KEY UPDATE;
+SELECT 1 FROM destinations WHERE id = ANY(%(destination_ids)s::uuid[])
+  AND (id = ANY(%(failing_ids)s::uuid[]) OR NOT (consecutive_failures = 0
+       AND circuit_state = 'closed' AND last_success_at >= now() - interval '1 second'))
+ORDER BY id FOR NO KEY UPDATE;
 WITH input AS (
     SELECT * FROM unnest(%(delivery_ids)s::uuid[], %(lease_tokens)s::uuid[],
                          %(attempt_ids)s::uuid[], %(statuses)s::text[],
@@ -177,7 +180,13 @@ WITH input AS (
            dst.circuit_opens, dst.circuit_open_until, dst.circuit_probe_id,
            dst.disabled_reason
     FROM tally t JOIN destinations dst ON dst.id = t.destination_id
-    WHERE t.ok OR t.failed > 0
+    WHERE (t.ok OR t.failed > 0)
+      -- A healthy destination that succeeded within the last second is not written again
+      -- (nor locked above): under load its row is not a point of contention between
+      -- flushers, and last_success_at is exact to a second.
+      AND NOT (t.failed = 0 AND NOT t.gone AND dst.consecutive_failures = 0
+               AND dst.circuit_state = 'closed'
+               AND dst.last_success_at >= now() - interval '1 second')
 ), verdict AS (
     SELECT s.*,
            CASE
