@@ -71,6 +71,9 @@ class ApiServer(BaseApplication):
         database = Database(self.config.DATABASE_URL, maxconn=min(self.config.API_THREADS, 8) + 1)
         gateway = Gateway(self.config, database)
         gateway.start_batching()  # group commit and cached catalog: threads start on first use
+        from gethookd import metrics
+
+        metrics.PROCESSES.labels("api").set(1)  # this gunicorn worker, added up per role
         return create_app(gateway)
 
 
