@@ -126,3 +126,40 @@ def test_queue_depth_and_paused_destinations_are_read_from_the_database(daemon_f
         assert sink.requests == []
     finally:
         sink.close()
+
+
+def test_a_restarted_api_worker_is_not_counted_twice(daemon_factory):
+    import os
+    import signal
+
+    import psutil
+
+    daemon = daemon_factory(API_WORKERS="2", WORKER_PROCESSES="1")
+    wait_for(
+        lambda: total(scrape(daemon.url), "gethookd_processes", role="api") == 2,
+        15,
+        "both API workers counted",
+    )
+    [arbiter] = daemon.children()["api"]
+    workers = psutil.Process(arbiter).children()
+    assert len(workers) == 2
+    os.kill(workers[0].pid, signal.SIGKILL)  # gunicorn's arbiter starts a new one
+
+    def replaced() -> bool:
+        now = {p.pid for p in psutil.Process(arbiter).children()}
+        return len(now) == 2 and workers[0].pid not in now
+
+    wait_for(replaced, 20, "gunicorn to replace the killed worker")
+    [new] = [p for p in psutil.Process(arbiter).children() if p.pid != workers[1].pid]
+
+    def counted_itself() -> bool:  # the new worker has written its processes sample
+        try:
+            maps = new.memory_maps()
+        except psutil.Error:
+            return False
+        return any(m.path.endswith(f"gauge_livesum_{new.pid}.db") for m in maps)
+
+    wait_for(counted_itself, 30, "the new API worker to load the app")
+    # Any API worker may answer a scrape; none may count the dead one.
+    seen = {total(scrape(daemon.url), "gethookd_processes", role="api") for _ in range(10)}
+    assert seen == {2}
