@@ -151,6 +151,8 @@ class Bench:
             "DATABASE_URL": url,
             "ENCRYPTION_KEY": new_encryption_key(),
             "GETHOOKD_DATA_DIR": str(self.tmp / "data"),
+            # The receiver listens on loopback, which the SSRF guard refuses by default.
+            "ALLOWED_DESTINATION_NETWORKS": "127.0.0.0/8",
         }
         try:
             gw = Gateway(config_mod.load(None, env), database)

@@ -319,6 +319,8 @@ class Run:
             "DESTINATION_MAX_IN_FLIGHT": str(concurrency),
             "LOG_LEVEL": args.log_level,
             "GETHOOKD_DATA_DIR": str(self.tmp / "data"),
+            # The receiver listens on loopback, which the SSRF guard refuses by default.
+            "ALLOWED_DESTINATION_NETWORKS": "127.0.0.0/8",
         }
         database = Database(db_url, maxconn=2)
         try:

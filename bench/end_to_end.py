@@ -226,7 +226,11 @@ def setup_pipeline(api: str, receiver: str) -> str:
     call(
         "POST",
         "/v1/routes",
-        {"source_id": source["id"], "destination_id": dest["id"], "max_attempts": 5},
+        {
+            "source_id": source["id"],
+            "destination_id": dest["id"],
+            "retry_policy": {"max_attempts": 5},
+        },
         key,
     )
     return urlsplit(source["ingest_url"]).path

@@ -242,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             "ENCRYPTION_KEY": key,
             "GETHOOKD_DATA_DIR": str(run.tmp / "data"),
             "LOG_LEVEL": args.log_level,
+            # The receiver listens on loopback, which the SSRF guard refuses by default.
+            "ALLOWED_DESTINATION_NETWORKS": "127.0.0.0/8",
         }
         database = Database(db_url, maxconn=2)
         gw = Gateway(config_mod.load(None, env), database)

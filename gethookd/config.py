@@ -160,6 +160,13 @@ SETTINGS: tuple[Setting, ...] = (
         "open",
         "closed: /v1/auth/register and POST /v1/accounts answer 403 (the CLI still creates).",
     ),
+    Setting(
+        "METRICS_TOKEN",
+        _str,
+        None,
+        "If set, GET /metrics needs Authorization: Bearer <this token> (else it is open).",
+        secret=True,
+    ),
     Setting("CORS_ORIGIN", _str, "*", "Value of Access-Control-Allow-Origin on API answers."),
     Setting(
         "WORKER_POLL_INTERVAL",

@@ -5,7 +5,8 @@ from __future__ import annotations
 from gethookd.services.accounts import Accounts
 from gethookd.services.catalog import Catalog
 from gethookd.services.events import Events
+from gethookd.services.observe import Observe
 
 
-class Gateway(Accounts, Catalog, Events):
-    """Accounts, catalog and events share one config, database and secret box."""
+class Gateway(Accounts, Catalog, Events, Observe):
+    """Accounts, catalog, events and self-observation share one config, database and secret box."""

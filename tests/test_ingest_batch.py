@@ -232,3 +232,23 @@ def test_kill_9_of_an_api_worker_loses_no_accepted_event(daemon_factory, sink):
             t.join(10)
     expected = set(accepted)
     wait_for(lambda: expected <= set(sink.event_ids()), 60, "every accepted event delivered")
+
+
+def test_nul_in_a_webhooks_text_is_dropped_not_a_failed_batch(batching, database):
+    """JSON bodies may carry \\u0000 where PostgreSQL text cannot: the event is stored (its
+    body byte for byte, the NUL dropped from the event type); a header holding the six
+    characters `\\u0000` is kept as sent."""
+    gw = batching
+    _, source, _, _ = _pipeline(gw)
+    body = b'{"type": "order.\\u0000paid", "x": 1}'
+    event = gw.ingest(source["path_token"], body, {**HEADERS, "X-Note": "a\\u0000b"})
+    assert event["status"] == "queued"
+    with database.transaction() as cur:
+        cur.raw.execute(
+            "SELECT event_type, body, headers->>'x-note' AS note FROM events WHERE id = %s",
+            (event["id"],),
+        )
+        row = cur.raw.fetchone()
+    assert row["event_type"] == "order.paid"
+    assert bytes(row["body"]) == body
+    assert row["note"] == "a\\u0000b"

@@ -67,6 +67,7 @@ class FakeOS:
         self.record = None
         self.script: list = []  # callables run by wait(), one per turn of the real loop
         self.timeouts: list[float] = []
+        self.restarts: list[str] = []  # roles of the restarts counted for /metrics
 
     # -- the facade ------------------------------------------------------------------
 
@@ -96,6 +97,9 @@ class FakeOS:
     def reap(self):
         done, self.exits = self.exits, []
         return done
+
+    def restarted(self, role):
+        self.restarts.append(role)
 
     def now(self):
         return self.clock
@@ -268,6 +272,7 @@ def test_a_dead_child_is_restarted_with_growing_backoff_capped():
     assert delays == [0.5, 1, 2, 4, 8, 16, 30, 30, 30]
     assert BACKOFF_MAX == 30
     assert fake.kills == [] and child(sup, "api").pid == api_pid, "others are left alone"
+    assert fake.restarts == ["worker"] * 9, "each restart is counted for /metrics"
 
 
 def test_backoff_starts_again_after_a_healthy_run():

@@ -128,6 +128,7 @@ ROUTES = {
     "/docs": r.Docs,
     "/healthz": r.Health,
     "/readyz": r.Ready,
+    "/metrics": r.Metrics,
     "/v1/auth/register": r.Register,
     "/v1/auth/login": r.Login,
     "/v1/accounts": r.Accounts,

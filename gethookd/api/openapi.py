@@ -695,6 +695,22 @@ PATHS: dict[str, dict] = {
             "Readiness: the database answers", "200", ref("Health"), auth=False, errors=("503",)
         )
     },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics, added up across every API and delivery process",
+            "description": "Text exposition format. Open unless METRICS_TOKEN is set; then "
+            "it needs Authorization: Bearer <METRICS_TOKEN>.",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "Prometheus text",
+                    "content": {"text/plain": {"schema": STR}},
+                },
+                "401": {"description": "METRICS_TOKEN is set and was not given"},
+                "503": {"description": "The database is unavailable"},
+            },
+        }
+    },
     "/v1/auth/register": {
         "post": op(
             "Create an account with a login",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import re
 from importlib import resources
 
@@ -67,6 +68,26 @@ class Ready(Base):
         else:
             resp.media = {"error": "database unavailable"}
             resp.status = falcon.HTTP_503
+
+
+class Metrics(Base):
+    """Prometheus text format, every process added up; optionally behind METRICS_TOKEN."""
+
+    auth = False
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        token = self.gw.config.METRICS_TOKEN
+        if token:
+            scheme, _, given = (req.get_header("Authorization") or "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
+                raise falcon.HTTPUnauthorized(
+                    description="/metrics needs Authorization: Bearer <METRICS_TOKEN>"
+                )
+        from gethookd import metrics
+
+        body, content_type = metrics.render(self.gw.metrics_snapshot())
+        resp.data = body
+        resp.content_type = content_type
 
 
 class OpenApi(Base):

@@ -15,6 +15,7 @@ from gunicorn.app.base import BaseApplication
 
 from gethookd import logs
 from gethookd.config import Config
+from gethookd.process import metrics_dir
 
 
 class ApiServer(BaseApplication):
@@ -43,6 +44,9 @@ class ApiServer(BaseApplication):
             # merely bound: on a reload the old API retires only then (gunicorn's when_ready
             # runs before any worker exists). The worker inherited the readiness pipe.
             "post_worker_init": self._post_worker_init,
+            # gunicorn's workers are the arbiter's children, not the master's: their live
+            # metric samples (processes by role) are dropped here when one exits.
+            "child_exit": lambda _server, worker: metrics_dir.process_exited(worker.pid),
         }
         settings.update(process_settings(c))
         if "control_socket_disable" in self.cfg.settings:
@@ -71,6 +75,9 @@ class ApiServer(BaseApplication):
         database = Database(self.config.DATABASE_URL, maxconn=min(self.config.API_THREADS, 8) + 1)
         gateway = Gateway(self.config, database)
         gateway.start_batching()  # group commit and cached catalog: threads start on first use
+        from gethookd import metrics
+
+        metrics.PROCESSES.labels("api").set(1)  # this gunicorn worker, added up per role
         return create_app(gateway)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from gethookd import config as config_mod
 from gethookd import logs
 from gethookd.config import Config
+from gethookd.process import metrics_dir
 from gethookd.process.supervisor import EXIT_BOOT, EXIT_OK, OS, Supervisor
 
 log = logging.getLogger("gethookd")
@@ -127,6 +128,9 @@ def run(config: Config, role: str) -> int:
     for sig in (*STOP_SIGNALS, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(sig, lambda signum, _frame: early.append(signum))
     embedded = Embedded()
+    # Before anything imports prometheus_client and before any fork: every process of this
+    # gateway writes its metric samples under this directory (see gethookd.metrics).
+    samples = metrics_dir.use_directory()
     try:
         try:
             config = embedded.prepare(config)
@@ -162,6 +166,7 @@ def run(config: Config, role: str) -> int:
         return supervisor.run()
     finally:
         embedded.stop()
+        metrics_dir.remove_directory(samples)
 
 
 def _log_destination_policy(config: Config) -> None:

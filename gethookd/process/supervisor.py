@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gethookd.config import Config
+from gethookd.process import metrics_dir
 
 log = logging.getLogger("gethookd.supervisor")
 
@@ -184,6 +185,13 @@ class OS:
             if pid == 0:
                 return done
             done.append((pid, os.waitstatus_to_exitcode(status)))
+            metrics_dir.process_exited(pid)
+
+    def restarted(self, role: str) -> None:
+        """Count a restart for /metrics (prometheus_client holds no gevent or psycopg2)."""
+        from gethookd import metrics
+
+        metrics.RESTARTS.labels(role).inc()
 
     def now(self) -> float:
         return time.monotonic()
@@ -562,6 +570,7 @@ class Supervisor:
             return
         delay = self._backoff(child)
         log.error("%s (pid %d) died (%s); restarting in %.1fs", child.name, pid, how, delay)
+        self.os.restarted(child.role)
 
     def _backoff(self, child: Child) -> float:
         now = self.os.now()

@@ -31,7 +31,7 @@ import gevent.pool
 import psycopg2
 from gevent.socket import wait_read
 
-from gethookd import crypto, db, deliver, queue, retry, ssrf
+from gethookd import crypto, db, deliver, metrics, queue, retry, ssrf
 from gethookd.config import Config
 from gethookd.crypto import SecretBox, aad
 from gethookd.db import Database
@@ -342,6 +342,7 @@ class DeliveryWorker:
             if status == "pending" and done.retry_in is not None:
                 self._note_retry(done.retry_in)
             _log_transition(done.job, done.result, status, done.retry_in)
+            metrics.record_attempt(done.result, status)
 
     def _finish(self, batch: list[queue.Finished]) -> queue.Recorded:
         """Retry the bookkeeping briefly; if the database stays away the leases cover us.
@@ -472,6 +473,7 @@ def main(config: Config, index: int = 1, ready: Callable[[], None] | None = None
     # SIGINT/SIGQUIT: stop at once; leases of unfinished sends expire and are retried.
     for sig in (signal.SIGINT, signal.SIGQUIT):
         gevent.signal_handler(sig, _exit_now)
+    metrics.PROCESSES.labels("worker").set(1)  # live processes are added up per role
     log.info("delivery process %d ready (max concurrency %d)", index, config.WORKER_MAX_CONCURRENCY)
     if ready:
         ready()

@@ -9,7 +9,9 @@ with its row. A request is answered 202 only after its rows are committed.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import logging
 import os
 import random
@@ -19,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
-import psycopg2.extras
 
 from gethookd.db import QUERIES, connect
 
@@ -62,47 +63,74 @@ class Pending:
     done: threading.Event = field(default_factory=threading.Event, repr=False)
 
 
-def store_params(items: list[Pending]) -> dict[str, list]:
-    """The columns of `store_events` as arrays, one element per event and per delivery."""
-    params: dict[str, list] = {
-        name: []
-        for name in (
-            "id account_id direction source_id event_type external_event_id headers body "
-            "content_type status payload_hash created_by replay_of check_source keyed "
-            "d_event_id d_destination_id d_account_id d_max_attempts d_backoff "
-            "k_event_id k_source_id k_key"
-        ).split()
-    }
+def store_params(items: list[Pending]) -> dict[str, str]:
+    """The rows of `store_events` as three JSON documents (events, deliveries, provider ids).
+
+    One JSON text per batch, encoded by the json module's C encoder, instead of one array
+    parameter per column: psycopg2 quotes every array element in Python, which profiled as
+    the largest cost of a batch. Bodies travel base64-encoded (decoded in SQL).
+    """
+    events: list[dict] = []
+    deliveries: list[dict] = []
+    keys: list[dict] = []
     fresh = os.urandom(16 * len(items))
     for i, p in enumerate(items):
         if p.id is None:
             p.id = uuid.UUID(bytes=fresh[16 * i : 16 * i + 16], version=4)
-        params["id"].append(p.id)
-        params["account_id"].append(p.account_id)
-        params["direction"].append(p.direction)
-        params["source_id"].append(p.source_id)
-        params["event_type"].append(p.event_type)
-        params["external_event_id"].append(p.external_event_id)
-        params["headers"].append(psycopg2.extras.Json(p.headers))
-        params["body"].append(psycopg2.Binary(p.body))
-        params["content_type"].append(p.content_type)
-        params["status"].append("queued" if p.targets else "accepted")
-        params["payload_hash"].append("sha256:" + hashlib.sha256(p.body).hexdigest())
-        params["created_by"].append(p.created_by)
-        params["replay_of"].append(p.replay_of)
-        params["check_source"].append(p.check_source)
-        params["keyed"].append(p.dedup_key is not None)
+        event_id = str(p.id)
+        events.append(
+            {
+                "id": event_id,
+                "account_id": str(p.account_id),
+                "direction": p.direction,
+                "source_id": str(p.source_id) if p.source_id else None,
+                "event_type": p.event_type,
+                "external_event_id": p.external_event_id,
+                "headers": p.headers,
+                "body": base64.b64encode(p.body).decode("ascii"),
+                "content_type": p.content_type,
+                "status": "queued" if p.targets else "accepted",
+                "payload_hash": "sha256:" + hashlib.sha256(p.body).hexdigest(),
+                "created_by": p.created_by,
+                "replay_of": str(p.replay_of) if p.replay_of else None,
+                "check_source": p.check_source,
+                "keyed": p.dedup_key is not None,
+            }
+        )
         if p.dedup_key is not None:
-            params["k_event_id"].append(p.id)
-            params["k_source_id"].append(p.source_id)
-            params["k_key"].append(p.dedup_key)
+            keys.append({"event_id": event_id, "source_id": str(p.source_id), "key": p.dedup_key})
         for dest, max_attempts, backoff in p.targets:
-            params["d_event_id"].append(p.id)
-            params["d_destination_id"].append(dest)
-            params["d_account_id"].append(p.account_id)
-            params["d_max_attempts"].append(max_attempts)
-            params["d_backoff"].append(backoff)
-    return params
+            deliveries.append(
+                {
+                    "event_id": event_id,
+                    "destination_id": str(dest),
+                    "account_id": str(p.account_id),
+                    "max_attempts": max_attempts,
+                    "backoff": backoff,
+                }
+            )
+    return {
+        "events": _json(events),
+        "deliveries": _json(deliveries),
+        "keys": _json(keys),
+    }
+
+
+def _json(rows: list[dict]) -> str:
+    text = json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+    if "\\u0000" in text:  # rare: PostgreSQL's json cannot hold NUL in text; drop them
+        text = json.dumps(_without_nul(rows), separators=(",", ":"), ensure_ascii=False)
+    return text
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def store(
@@ -139,7 +167,7 @@ def store(
         rows = {r[0]: r for r in cur.fetchall()}
         lost = [p for p in writes if p.dedup_key is not None and p.id not in rows]
         holders = _holders(cur, lost) if lost else {}
-        if params["k_key"] and random.random() < DEDUP_CLEANUP_CHANCE:
+        if params["keys"] != "[]" and random.random() < DEDUP_CLEANUP_CHANCE:
             cur.execute(QUERIES["dedup_delete_expired"], {"limit": DEDUP_CLEANUP_BATCH})
     results: dict[int, dict | None] = {}
     for p in writes:

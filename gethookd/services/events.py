@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg2.errors
 
-from gethookd import verify
+from gethookd import metrics, verify
 from gethookd.db import Cursor
 from gethookd.errors import NotFound, TooLarge, Unauthorized
 from gethookd.services.base import Service
@@ -58,7 +58,9 @@ class Events(Service):
 
     def ingest(self, token: str, body: bytes, headers: dict[str, str]) -> dict:
         """Store an inbound webhook and queue its deliveries; committed before the 202."""
+        started = time.perf_counter()
         if len(body) > self.config.MAX_INGEST_BYTES:
+            metrics.EVENTS_RECEIVED.labels("unknown", "too_large").inc()
             raise TooLarge(
                 f"webhook body exceeds MAX_INGEST_BYTES ({self.config.MAX_INGEST_BYTES})"
             )
@@ -68,6 +70,7 @@ class Events(Service):
         else:
             source = self._ingest_source(token)
         if source is None:
+            metrics.EVENTS_RECEIVED.labels("unknown", "unknown_source").inc()
             raise NotFound("no active source has this ingest URL; check the path token")
         # Verified before anything is written (CPU only, no database work).
         try:
@@ -76,6 +79,7 @@ class Events(Service):
             )
         except verify.VerificationFailed as exc:
             log.warning("source %s: signature verification failed: %s", source.id, exc.reason)
+            metrics.EVENTS_RECEIVED.labels(str(source.id), "refused_verification").inc()
             raise Unauthorized(f"signature verification failed: {exc.reason}") from None
         event_type = verify.event_type(source.provider, lower, body) or _event_type(lower, body)
         # The provider's own delivery id, read only now that the request verified (so a forged
@@ -102,7 +106,12 @@ class Events(Service):
             with self.db.transaction() as cur:
                 [event] = store(cur.raw, [pending], dedup_window=self.config.DEDUP_WINDOW)
         if event is None:  # deleted after it was read: nothing stored
+            metrics.EVENTS_RECEIVED.labels("unknown", "unknown_source").inc()
             raise NotFound("no active source has this ingest URL; check the path token")
+        metrics.EVENTS_RECEIVED.labels(
+            str(source.id), "duplicate" if event.get("duplicate") else "accepted"
+        ).inc()
+        metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
         if event.get("duplicate"):
             log.info(
                 "source %s: webhook %r is a duplicate of event %s; not stored",
@@ -150,6 +159,7 @@ class Events(Service):
                     {"account_id": account_id, "external_event_id": external_event_id},
                 )
             if found:
+                metrics.EVENTS_PUBLISHED.labels("duplicate").inc()
                 return found, False
         body = payload.encode()
         try:
@@ -169,6 +179,7 @@ class Events(Service):
                     created_by="api",
                 )
             _log_stored(event, f"published as {event_type or 'an untyped event'}")
+            metrics.EVENTS_PUBLISHED.labels("accepted").inc()
             return event, True
         except psycopg2.errors.UniqueViolation:
             # A concurrent publish with the same external_event_id won the race.
@@ -177,6 +188,7 @@ class Events(Service):
                     "outbound_by_external_id",
                     {"account_id": account_id, "external_event_id": external_event_id},
                 )
+            metrics.EVENTS_PUBLISHED.labels("duplicate").inc()
             return found, False
 
     def replay(self, account_id: uuid.UUID, event_id: uuid.UUID, direction: str | None) -> dict:

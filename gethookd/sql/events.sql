@@ -5,18 +5,17 @@
 -- a cache read stores nothing. A delivery is 'held' when its destination is paused, read
 -- from the destination's row here (never from a cache); a destination deleted meanwhile
 -- gets none.
--- Deduplication (gethookd/services/dedup.py's rules, batched): an event with a provider id
+-- Deduplication on the provider's own id (DEDUP_WINDOW): an event with a provider id
 -- (keyed) is stored only if this statement takes its (source, id) in ingest_dedup: a new id,
 -- or one whose window has passed (taken over in place). Repeats within one batch are folded
 -- by the caller first (ON CONFLICT cannot touch one row twice in a statement).
 WITH claimed AS (
     INSERT INTO ingest_dedup (source_id, dedup_key, event_id, expires_at)
-    SELECT k.source_id, k.dedup_key, k.event_id,
+    SELECT k.source_id, k.key, k.event_id,
            now() + make_interval(secs => %(dedup_window)s::float8)
-    FROM unnest(%(k_event_id)s::uuid[], %(k_source_id)s::uuid[], %(k_key)s::text[])
-         AS k(event_id, source_id, dedup_key)
+    FROM json_to_recordset(%(keys)s::json) AS k(event_id uuid, source_id uuid, key text)
     WHERE EXISTS (SELECT 1 FROM sources s WHERE s.id = k.source_id AND s.status = 'active')
-    ORDER BY k.source_id, k.dedup_key  -- one lock order for every batch: no deadlock
+    ORDER BY k.source_id, k.key  -- one lock order for every batch: no deadlock
     ON CONFLICT (source_id, dedup_key) DO UPDATE
         SET event_id = EXCLUDED.event_id, expires_at = EXCLUDED.expires_at, created_at = now()
         WHERE ingest_dedup.expires_at <= now()
@@ -26,16 +25,13 @@ WITH claimed AS (
                         headers, body, content_type, status, payload_hash, created_by,
                         replay_of)
     SELECT e.id, e.account_id, e.direction, e.source_id, e.event_type, e.external_event_id,
-           e.headers, e.body, e.content_type, e.status, e.payload_hash, e.created_by,
-           e.replay_of
-    FROM unnest(%(id)s::uuid[], %(account_id)s::uuid[], %(direction)s::text[],
-                %(source_id)s::uuid[], %(event_type)s::text[], %(external_event_id)s::text[],
-                %(headers)s::jsonb[], %(body)s::bytea[], %(content_type)s::text[],
-                %(status)s::text[], %(payload_hash)s::text[], %(created_by)s::text[],
-                %(replay_of)s::uuid[], %(check_source)s::boolean[], %(keyed)s::boolean[])
-         AS e(id, account_id, direction, source_id, event_type, external_event_id, headers,
-              body, content_type, status, payload_hash, created_by, replay_of, check_source,
-              keyed)
+           e.headers, decode(e.body, 'base64'), e.content_type, e.status, e.payload_hash,
+           e.created_by, e.replay_of
+    FROM json_to_recordset(%(events)s::json)
+         AS e(id uuid, account_id uuid, direction text, source_id uuid, event_type text,
+              external_event_id text, headers jsonb, body text, content_type text, status text,
+              payload_hash text, created_by text, replay_of uuid, check_source boolean,
+              keyed boolean)
     WHERE (NOT e.check_source
            OR EXISTS (SELECT 1 FROM sources s WHERE s.id = e.source_id AND s.status = 'active'))
       AND (NOT e.keyed OR e.id IN (SELECT event_id FROM claimed))
@@ -44,10 +40,10 @@ WITH claimed AS (
     INSERT INTO deliveries (event_id, destination_id, account_id, max_attempts, backoff,
                             status)
     SELECT d.event_id, d.destination_id, d.account_id, d.max_attempts, d.backoff,
-           CASE WHEN dst.active THEN 'pending' ELSE 'held' END
-    FROM unnest(%(d_event_id)s::uuid[], %(d_destination_id)s::uuid[],
-                %(d_account_id)s::uuid[], %(d_max_attempts)s::integer[], %(d_backoff)s::text[])
-         AS d(event_id, destination_id, account_id, max_attempts, backoff)
+           CASE WHEN destination_accepts_deliveries(dst) THEN 'pending' ELSE 'held' END
+    FROM json_to_recordset(%(deliveries)s::json)
+         AS d(event_id uuid, destination_id uuid, account_id uuid, max_attempts integer,
+              backoff text)
     JOIN ev ON ev.id = d.event_id
     JOIN destinations dst ON dst.id = d.destination_id
     RETURNING event_id
