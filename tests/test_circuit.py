@@ -126,7 +126,9 @@ def test_a_circuit_opens_holds_without_attempts_probes_and_closes(daemon_factory
         receiver.close()
 
 
-def test_a_destination_failing_for_the_period_is_disabled_and_re_enabled(daemon_factory, db_url):
+def test_a_destination_failing_for_the_period_is_disabled_and_re_enabled(
+    daemon_factory, db_url, gw
+):
     healthy = threading.Event()
     receiver = Receiver(lambda n, p, h, b: (200 if healthy.is_set() else 500, 0.0, {}))
     try:
@@ -163,6 +165,7 @@ def test_a_destination_failing_for_the_period_is_disabled_and_re_enabled(daemon_
         finally:
             database.close()
         assert shown["state"] == "disabled" and shown["waiting"] == 2
+        assert gw.metrics_snapshot()["destinations"]["disabled"] == 1  # /metrics' gauge
         assert "disabled: failing continuously" in daemon.log()
 
         healthy.set()
