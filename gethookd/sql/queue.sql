@@ -124,14 +124,12 @@ WHERE jobs.delivery_id IS NOT NULL OR p.parked > 0 OR t.trimmed > 0
 ORDER BY jobs.ord;
 
 -- name: finish_deliveries
--- Record a batch of finished attempts: three statements sent together, one transaction.
--- The first two lock the batch's events, then their destinations, each in id order (so
--- two flushers cannot deadlock; the claim never waits: its foreign-key KEY SHARE does
--- not conflict with NO KEY UPDATE). The third therefore sees every commit of whoever
--- held those locks before us: its summaries and counters cannot lose a concurrent update.
--- Fenced by the lease token: a row whose lease was taken over changes nothing, its
--- attempt neither, and does not come back. A retry of an event replayed meanwhile is
--- cancelled instead. Destination health: see `tally` below.
+-- Record a batch of finished attempts: three statements, one transaction. The first two
+-- lock the events, then the destinations to write, each in id order (no deadlock between
+-- flushers; the claim's foreign-key KEY SHARE does not conflict with NO KEY UPDATE). The
+-- third sees every commit of whoever held those locks before: no update is lost.
+-- Fenced by the lease token: a row whose lease was taken over changes nothing. A retry
+-- of an event replayed meanwhile is cancelled. Destination health: see `tally`.
 SELECT 1 FROM events WHERE id = ANY(%(event_ids)s::uuid[]) ORDER BY id FOR UPDATE;
 SELECT 1 FROM destinations WHERE id = ANY(%(destination_ids)s::uuid[])
   AND (id = ANY(%(failing_ids)s::uuid[]) OR NOT (consecutive_failures = 0
