@@ -202,10 +202,16 @@ WITH input AS (
                END AS reason,
            s.circuit = 'open' AND s.was_circuit <> 'open' AS opening
     FROM step s
-), decided AS (
+), accepting AS (
     SELECT v.*,
            v.active AND v.disabled_at IS NULL AND v.circuit = 'closed' AS accepting
     FROM verdict v
+), decided AS (
+    -- stops: this batch made the destination stop accepting (or re-opened its circuit).
+    SELECT a.*,
+           NOT a.accepting AND (a.was_accepting OR a.opening
+               OR (a.disabled_at IS NOT NULL AND a.was_disabled IS NULL)) AS stops
+    FROM accepting a
 ), fenced AS (
     UPDATE deliveries d
     SET status = CASE
@@ -214,8 +220,8 @@ WITH input AS (
             THEN 'cancelled'
             -- This batch made its destination stop accepting: held with the others
             -- (one that already did not accept is parked by the claim when due).
-            WHEN i.status = 'pending' AND (SELECT x.was_accepting AND NOT x.accepting
-                                           FROM decided x WHERE x.id = d.destination_id)
+            WHEN i.status = 'pending' AND (SELECT x.stops FROM decided x
+                                           WHERE x.id = d.destination_id)
             THEN 'held'
             ELSE i.status END,
         next_attempt_at = CASE WHEN i.status = 'pending'
@@ -252,8 +258,7 @@ WITH input AS (
     -- Stopped accepting: the destination's waiting deliveries leave the claim's path.
     UPDATE deliveries d SET status = 'held', updated_at = now()
     FROM decided v
-    WHERE v.was_accepting AND NOT v.accepting
-      AND d.destination_id = v.id AND d.status = 'pending'
+    WHERE v.stops AND d.destination_id = v.id AND d.status = 'pending'
     RETURNING d.id
 ), released AS (
     -- Accepting again (the probe succeeded): its held deliveries are pending again.
