@@ -136,6 +136,14 @@ SETTINGS: tuple[Setting, ...] = (
         secret=True,
     ),
     Setting(
+        "ENCRYPTION_KEY_PREVIOUS",
+        _hex_key,
+        None,
+        "During a key rotation: the old ENCRYPTION_KEY, still decrypting values not yet "
+        "re-encrypted by `gethookd rotate-key`. Unset it once check-config counts none.",
+        secret=True,
+    ),
+    Setting(
         "DATABASE_WAIT",
         _duration,
         "30s",
@@ -360,6 +368,11 @@ def load(config_file: str | None = None, env: Mapping[str, str] | None = None) -
             "ENCRYPTION_KEY is required when DATABASE_URL is set: 64 hex characters "
             "(generate one with `gethookd keygen`)"
         )
+    if (
+        values["ENCRYPTION_KEY_PREVIOUS"]
+        and values["ENCRYPTION_KEY_PREVIOUS"] == values["ENCRYPTION_KEY"]
+    ):
+        raise ConfigError("ENCRYPTION_KEY_PREVIOUS must differ from ENCRYPTION_KEY")
     if values["BASE_URL"] is None:
         values["BASE_URL"] = f"http://localhost:{values['PORT']}"
     if values["GETHOOKD_DATA_DIR"] is None:

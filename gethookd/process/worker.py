@@ -48,7 +48,7 @@ class DeliveryWorker:
     def __init__(self, config: Config, database: Database) -> None:
         self.config = config
         self.db = database
-        self.box = SecretBox(config.ENCRYPTION_KEY)
+        self.box = SecretBox(config.ENCRYPTION_KEY, config.ENCRYPTION_KEY_PREVIOUS)
         self.pool = gevent.pool.Pool(config.WORKER_MAX_CONCURRENCY)
         self.wake = gevent.event.Event()
         self.stopping = False
