@@ -268,6 +268,57 @@ def rotate_key(batch_size: int, pause: str, config_file: str | None) -> None:
     click.echo("every secret uses ENCRYPTION_KEY")
 
 
+@main.command(epilog=EXIT_CODES)
+@click.option("--dry-run", is_flag=True, help="Only count the events that would be deleted.")
+@click.option(
+    "--batch-size",
+    default=500,
+    show_default=True,
+    type=click.IntRange(1, 10000),
+    help="Events deleted per transaction.",
+)
+@config_option
+def purge(dry_run: bool, batch_size: int, config_file: str | None) -> None:
+    """Delete finished events older than their account's retention, now.
+
+    The delivery processes do this every few minutes on their own; exactly one process
+    among all instances purges at a time (exit 1 if another one is purging now). Events
+    with a pending, held or in-flight delivery are kept.
+    """
+    config = _load(config_file)
+
+    import psycopg2
+
+    from gethookd import retention
+    from gethookd.db import Database
+    from gethookd.process import daemon
+
+    embedded = daemon.Embedded()
+    try:
+        config = embedded.prepare(config)
+        if dry_run:
+            done = retention.run_exclusive(config, dry_run=True)
+        else:
+            database = Database(config.DATABASE_URL, maxconn=1)
+            try:
+                total = sum(retention.count(database, config.RETENTION_DAYS).values())
+            finally:
+                database.close()
+            with click.progressbar(length=total, label="deleting expired events") as bar:
+                done = retention.run_exclusive(config, batch=batch_size, progress=bar.update)
+    except psycopg2.Error as exc:
+        click.echo(f"gethookd: database error: {str(exc).strip()}", err=True)
+        sys.exit(3)
+    finally:
+        embedded.stop()
+    if done is None:
+        click.echo("gethookd: another process is purging now; try again later", err=True)
+        sys.exit(1)
+    click.echo(
+        click.echo(f"{done} expired event(s) " + ("would be deleted" if dry_run else "deleted"))
+    )
+
+
 @main.group()
 def accounts() -> None:
     """Manage accounts from the command line (bootstrap without the API)."""

@@ -246,6 +246,13 @@ SETTINGS: tuple[Setting, ...] = (
         "24h",
         "After rotate-secret, how long deliveries are also signed with the previous secret.",
     ),
+    Setting(
+        "RETENTION_DAYS",
+        _positive_int,
+        "30",
+        "Days finished events, their deliveries and attempts are kept, for accounts without "
+        "their own retention_days; older ones are deleted by a background job.",
+    ),
     Setting("LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info", "Log verbosity."),
     Setting("LOG_FORMAT", _choice("text", "json"), "text", "Log lines as text or JSON."),
 )
