@@ -28,9 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from benchlib import Postgres
 
 ACTIVE_ROWS = 5000  # rows of the destination that stays active (the newest)
 CLAIM = 50
@@ -105,38 +105,7 @@ class Bench:
         self.args = args
         self.deadline = time.monotonic() + args.max_seconds
         self.tmp = Path(tempfile.mkdtemp(prefix="gethookd-claim-"))
-        self.embedded = None
-        self.admin_url: str | None = None
-        self.databases: list[str] = []
-
-    def server(self) -> None:
-        if self.args.database_url:
-            self.admin_url = self.args.database_url
-            return
-        from gethookd.process.embedded import EmbeddedPostgres
-
-        print("starting an embedded PostgreSQL ...", flush=True)
-        self.embedded = EmbeddedPostgres(str(self.tmp / "pg"))
-        self.admin_url = self.embedded.start()
-
-    def admin(self, statement: str) -> None:
-        import psycopg2
-
-        conn = psycopg2.connect(self.admin_url)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(statement)
-        conn.close()
-
-    def database(self) -> str:
-        from gethookd import migrate
-
-        name = "gethookd_claim_" + uuid.uuid4().hex[:10]
-        self.admin(f"CREATE DATABASE {name}")
-        self.databases.append(name)
-        url = urlunsplit(urlsplit(self.admin_url)._replace(path="/" + name))
-        migrate.apply(url)
-        return url
+        self.pg = Postgres(args.database_url, self.tmp, prefix="gethookd_claim_")
 
     def size(self, n: int) -> dict[str, dict]:
         """The two cases for a backlog of n; returns their figures."""
@@ -145,7 +114,7 @@ class Bench:
         from gethookd.db import Database
         from gethookd.service import Gateway
 
-        url = self.database()
+        url = self.pg.database()
         database = Database(url, maxconn=2)
         env = {
             "DATABASE_URL": url,
@@ -223,13 +192,7 @@ class Bench:
         }
 
     def stop(self) -> None:
-        for name in self.databases:
-            try:
-                self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            except Exception as exc:
-                print(f"could not drop {name}: {exc}", file=sys.stderr)
-        if self.embedded is not None:
-            self.embedded.stop()
+        self.pg.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -239,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     figures: dict[int, dict] = {}
     try:
-        bench.server()
+        bench.pg.start()
         for n in args.sizes:
             figures[n] = bench.size(n)
     finally:

@@ -29,9 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from benchlib import Postgres
 
 BODY = json.dumps(
     {"type": "invoice.paid", "id": "in_1234567890", "amount": 1299, "currency": "eur"}
@@ -215,45 +215,9 @@ class Run:
         self.deadline = time.monotonic() + args.max_seconds
         self.tmp = Path(tempfile.mkdtemp(prefix="gethookd-bench-"))
         self.procs: list[subprocess.Popen] = []
-        self.embedded = None
-        self.admin_url: str | None = None
-        self.databases: list[str] = []
+        self.pg = Postgres(args.database_url, self.tmp)
 
     # -- setup ------------------------------------------------------------------------------
-
-    def server(self) -> None:
-        if self.args.database_url:
-            self.admin_url = self.args.database_url
-            return
-        from gethookd.process.embedded import EmbeddedPostgres
-
-        print("starting an embedded PostgreSQL ...", flush=True)
-        self.embedded = EmbeddedPostgres(str(self.tmp / "pg"))
-        self.admin_url = self.embedded.start()
-
-    def admin(self, statement: str) -> None:
-        import psycopg2
-
-        conn = psycopg2.connect(self.admin_url)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(statement)
-        conn.close()
-
-    def database(self) -> str:
-        from gethookd import migrate
-
-        name = "gethookd_bench_" + uuid.uuid4().hex[:10]
-        self.admin(f"CREATE DATABASE {name}")
-        self.databases.append(name)
-        url = urlunsplit(urlsplit(self.admin_url)._replace(path="/" + name))
-        migrate.apply(url)
-        return url
-
-    def drop(self, url: str) -> None:
-        name = urlsplit(url).path.lstrip("/")
-        self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        self.databases.remove(name)
 
     def spawn(self, script: str, *argv: str, env=None, stdout=subprocess.PIPE, **kw):
         # Run from the temporary directory: `python -c` puts the working directory first on
@@ -309,7 +273,7 @@ class Run:
         from gethookd.service import Gateway
 
         args = self.args
-        db_url = self.database()
+        db_url = self.pg.database()
         env = {
             "DATABASE_URL": db_url,
             "ENCRYPTION_KEY": new_encryption_key(),
@@ -371,7 +335,7 @@ class Run:
                 stats = dict(cur.raw.fetchone())
         finally:
             database.close()
-        self.drop(db_url)
+        self.pg.drop(db_url)
         if stats["successes"] != args.events or stats["attempts"] != args.events:
             raise SystemExit(f"expected {args.events} successful attempts, got {stats}")
         return args.events / float(stats["span"])
@@ -398,13 +362,7 @@ class Run:
 
     def stop(self) -> None:
         self.stop_procs([p for p in self.procs if p.poll() is None])
-        for name in list(self.databases):
-            try:
-                self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            except Exception as exc:  # the report matters more than the cleanup
-                print(f"could not drop {name}: {exc}", file=sys.stderr)
-        if self.embedded is not None:
-            self.embedded.stop()
+        self.pg.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -433,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     run = Run(args)
     try:
-        run.server()
+        run.pg.start()
         if "a" in args.cases:
             compare(run, "a", 0.0, 50)
         if "b" in args.cases:

@@ -28,9 +28,11 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
+
+from benchlib import Postgres
 
 HERE = Path(__file__).resolve().parent
 
@@ -86,32 +88,7 @@ class Run:
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="gethookd-e2e-"))
         self.procs: list[subprocess.Popen] = []
-        self.embedded = None
-        self.admin_url: str | None = None
-        self.db_name: str | None = None
-
-    def database(self) -> str:
-        import psycopg2
-
-        from gethookd import migrate
-
-        if self.args.database_url:
-            self.admin_url = self.args.database_url
-        else:
-            from gethookd.process.embedded import EmbeddedPostgres
-
-            print("starting an embedded PostgreSQL ...", flush=True)
-            self.embedded = EmbeddedPostgres(str(self.tmp / "pg"))
-            self.admin_url = self.embedded.start()
-        self.db_name = "gethookd_e2e_" + uuid.uuid4().hex[:10]
-        conn = psycopg2.connect(self.admin_url)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE {self.db_name}")
-        conn.close()
-        url = urlunsplit(urlsplit(self.admin_url)._replace(path="/" + self.db_name))
-        migrate.apply(url)
-        return url
+        self.pg = Postgres(args.database_url, self.tmp, prefix="gethookd_e2e_")
 
     def receiver(self) -> str:
         proc = subprocess.Popen(
@@ -185,19 +162,7 @@ class Run:
                 except (ProcessLookupError, PermissionError):
                     proc.kill()
                 proc.wait()
-        if self.admin_url and self.db_name:
-            try:
-                import psycopg2
-
-                conn = psycopg2.connect(self.admin_url)
-                conn.autocommit = True
-                with conn.cursor() as cur:
-                    cur.execute(f"DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)")
-                conn.close()
-            except Exception as exc:  # the report matters more than the cleanup
-                print(f"could not drop {self.db_name}: {exc}", file=sys.stderr)
-        if self.embedded is not None:
-            self.embedded.stop()
+        self.pg.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -281,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(args)
     results = []
     try:
-        db_url = run.database()
+        db_url = run.pg.database()
         receiver = run.receiver()
         apis = run.gateways(db_url)
         path = setup_pipeline(apis[0], receiver)

@@ -30,9 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from benchlib import Postgres
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -152,31 +152,12 @@ class Run:
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="gethookd-bench-ingest-"))
         self.procs: list[subprocess.Popen] = []
-        self.embedded = None
-        self.admin_url: str | None = None
-        self.db_name: str | None = None
+        self.pg = Postgres(args.database_url, self.tmp)
 
     def database(self) -> str:
         import psycopg2
 
-        from gethookd import migrate
-
-        if self.args.database_url:
-            self.admin_url = self.args.database_url
-        else:
-            from gethookd.process.embedded import EmbeddedPostgres
-
-            print("starting an embedded PostgreSQL ...", flush=True)
-            self.embedded = EmbeddedPostgres(str(self.tmp / "pg"))
-            self.admin_url = self.embedded.start()
-        self.db_name = "gethookd_bench_" + uuid.uuid4().hex[:10]
-        conn = psycopg2.connect(self.admin_url)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE {self.db_name}")
-        conn.close()
-        url = urlunsplit(urlsplit(self.admin_url)._replace(path="/" + self.db_name))
-        migrate.apply(url)
+        url = self.pg.database()
         with psycopg2.connect(url) as conn, conn.cursor() as cur:
             cur.execute(
                 "CREATE TABLE naive_events (id bigserial PRIMARY KEY, token text NOT NULL,"
@@ -204,19 +185,7 @@ class Run:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if self.admin_url and self.db_name:
-            try:
-                import psycopg2
-
-                conn = psycopg2.connect(self.admin_url)
-                conn.autocommit = True
-                with conn.cursor() as cur:
-                    cur.execute(f"DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)")
-                conn.close()
-            except Exception as exc:  # the report matters more than the cleanup
-                print(f"could not drop {self.db_name}: {exc}", file=sys.stderr)
-        if self.embedded is not None:
-            self.embedded.stop()
+        self.pg.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

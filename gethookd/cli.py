@@ -112,7 +112,40 @@ def check_config(config_file: str | None) -> None:
             "\nDATABASE_URL is unset: gethookd runs an embedded PostgreSQL in "
             f"{config.GETHOOKD_DATA_DIR} (a development setup)."
         )
+    if config.ENCRYPTION_KEY_PREVIOUS:
+        _report_key_rotation(config)
     click.echo("configuration OK")
+
+
+def _report_key_rotation(config: config_mod.Config) -> None:
+    """During a key rotation: how many sealed values still need the previous key."""
+    import psycopg2
+
+    from gethookd import keyrotation
+    from gethookd.crypto import SecretBox
+    from gethookd.db import Database
+    from gethookd.process import daemon
+
+    embedded = daemon.Embedded()
+    try:
+        config = embedded.prepare(config)
+        database = Database(config.DATABASE_URL, maxconn=1)
+        try:
+            stale = keyrotation.count_stale(database, SecretBox(config.ENCRYPTION_KEY))
+        finally:
+            database.close()
+    except psycopg2.Error as exc:
+        click.echo(f"gethookd: cannot count values under the old key: {exc}".strip(), err=True)
+        return
+    finally:
+        embedded.stop()
+    total = sum(stale.values())
+    detail = ", ".join(f"{table} {count}" for table, count in stale.items())
+    click.echo(f"\nsecrets still sealed with an old encryption key: {total} ({detail})")
+    if total:
+        click.echo("run `gethookd rotate-key` to re-encrypt them under ENCRYPTION_KEY")
+    else:
+        click.echo("every secret uses ENCRYPTION_KEY: ENCRYPTION_KEY_PREVIOUS can be unset")
 
 
 @main.command(epilog=EXIT_CODES)
@@ -165,6 +198,125 @@ def status(as_json: bool, stuck_after: str, config_file: str | None) -> None:
     else:
         click.echo(status_mod.render(report))
     sys.exit(4 if report["stuck"] else 0)
+
+
+@main.command("rotate-key", epilog=EXIT_CODES)
+@click.option(
+    "--batch-size",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 10000),
+    help="Rows re-encrypted per transaction.",
+)
+@click.option(
+    "--pause",
+    default="0s",
+    show_default=True,
+    help="Pause between two batches (e.g. 50ms), to go easier on a busy database.",
+)
+@config_option
+def rotate_key(batch_size: int, pause: str, config_file: str | None) -> None:
+    """Re-encrypt every stored secret under ENCRYPTION_KEY while the gateway runs.
+
+    Give the old key as ENCRYPTION_KEY_PREVIOUS (to every instance, then reload them),
+    then run this; it is safe to stop and run again. Exit 1 if some value could not be
+    decrypted with either key (table, column and row id are printed; never a secret).
+    """
+    try:
+        pause_seconds = 0.0 if pause.strip() in ("0", "0s") else config_mod.parse_duration(pause)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--pause") from None
+    config = _load(config_file)
+
+    import psycopg2
+
+    from gethookd import keyrotation
+    from gethookd.crypto import SecretBox
+    from gethookd.db import Database
+    from gethookd.process import daemon
+
+    if not config.ENCRYPTION_KEY_PREVIOUS:
+        click.echo(
+            "gethookd: ENCRYPTION_KEY_PREVIOUS is unset: only values the current key "
+            "opens are brought to its key id",
+            err=True,
+        )
+    embedded = daemon.Embedded()
+    try:
+        config = embedded.prepare(config)
+        box = SecretBox(config.ENCRYPTION_KEY, config.ENCRYPTION_KEY_PREVIOUS)
+        database = Database(config.DATABASE_URL, maxconn=1)
+        try:
+            total = sum(keyrotation.count_stale(database, box).values())
+            with click.progressbar(length=total, label="re-encrypting secrets") as bar:
+                result = keyrotation.rotate(database, box, batch_size, pause_seconds, bar.update)
+        finally:
+            database.close()
+    except psycopg2.Error as exc:
+        click.echo(f"gethookd: database error: {str(exc).strip()}", err=True)
+        sys.exit(3)
+    finally:
+        embedded.stop()
+    click.echo(f"re-encrypted {result.rewritten} value(s) under key {box.key_id}")
+    if result.unreadable:
+        for table, column, row_id in sorted(result.unreadable):
+            click.echo(f"cannot decrypt {table}.{column} of {row_id}", err=True)
+        sys.exit(1)
+    if result.remaining:
+        click.echo(f"{result.remaining} value(s) stayed locked by live requests; run it again")
+        sys.exit(1)
+    click.echo("every secret uses ENCRYPTION_KEY")
+
+
+@main.command(epilog=EXIT_CODES)
+@click.option("--dry-run", is_flag=True, help="Only count the events that would be deleted.")
+@click.option(
+    "--batch-size",
+    default=500,
+    show_default=True,
+    type=click.IntRange(1, 10000),
+    help="Events deleted per transaction.",
+)
+@config_option
+def purge(dry_run: bool, batch_size: int, config_file: str | None) -> None:
+    """Delete finished events older than their account's retention, now.
+
+    The delivery processes do this every few minutes on their own; exactly one process
+    among all instances purges at a time (exit 1 if another one is purging now). Events
+    with a pending, held or in-flight delivery are kept.
+    """
+    config = _load(config_file)
+
+    import psycopg2
+
+    from gethookd import retention
+    from gethookd.db import Database
+    from gethookd.process import daemon
+
+    embedded = daemon.Embedded()
+    try:
+        config = embedded.prepare(config)
+        if dry_run:
+            done = retention.run_exclusive(config, dry_run=True)
+        else:
+            database = Database(config.DATABASE_URL, maxconn=1)
+            try:
+                total = sum(retention.count(database, config.RETENTION_DAYS).values())
+            finally:
+                database.close()
+            with click.progressbar(length=total, label="deleting expired events") as bar:
+                done = retention.run_exclusive(config, batch=batch_size, progress=bar.update)
+    except psycopg2.Error as exc:
+        click.echo(f"gethookd: database error: {str(exc).strip()}", err=True)
+        sys.exit(3)
+    finally:
+        embedded.stop()
+    if done is None:
+        click.echo("gethookd: another process is purging now; try again later", err=True)
+        sys.exit(1)
+    click.echo(
+        click.echo(f"{done} expired event(s) " + ("would be deleted" if dry_run else "deleted"))
+    )
 
 
 @main.group()

@@ -143,6 +143,14 @@ SETTINGS: tuple[Setting, ...] = (
         secret=True,
     ),
     Setting(
+        "ENCRYPTION_KEY_PREVIOUS",
+        _hex_key,
+        None,
+        "During a key rotation: the old ENCRYPTION_KEY, still decrypting values not yet "
+        "re-encrypted by `gethookd rotate-key`. Unset it once check-config counts none.",
+        secret=True,
+    ),
+    Setting(
         "DATABASE_WAIT",
         _duration,
         "30s",
@@ -272,6 +280,13 @@ SETTINGS: tuple[Setting, ...] = (
         _duration,
         "24h",
         "After rotate-secret, how long deliveries are also signed with the previous secret.",
+    ),
+    Setting(
+        "RETENTION_DAYS",
+        _positive_int,
+        "30",
+        "Days finished events, their deliveries and attempts are kept, for accounts without "
+        "their own retention_days; older ones are deleted by a background job.",
     ),
     Setting("LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info", "Log verbosity."),
     Setting("LOG_FORMAT", _choice("text", "json"), "text", "Log lines as text or JSON."),
@@ -405,6 +420,11 @@ def load(config_file: str | None = None, env: Mapping[str, str] | None = None) -
             "ENCRYPTION_KEY is required when DATABASE_URL is set: 64 hex characters "
             "(generate one with `gethookd keygen`)"
         )
+    if (
+        values["ENCRYPTION_KEY_PREVIOUS"]
+        and values["ENCRYPTION_KEY_PREVIOUS"] == values["ENCRYPTION_KEY"]
+    ):
+        raise ConfigError("ENCRYPTION_KEY_PREVIOUS must differ from ENCRYPTION_KEY")
     if values["BASE_URL"] is None:
         values["BASE_URL"] = f"http://localhost:{values['PORT']}"
     if values["GETHOOKD_DATA_DIR"] is None:

@@ -8,28 +8,77 @@ import hmac
 import os
 import secrets
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 KEY_VERSION = "v1"
 
 
-class SecretBox:
-    """Encrypts one column value bound to its row, so a ciphertext cannot be moved."""
+def key_id(hex_key: str) -> str:
+    """A short public name for a key (HMAC of a fixed label under it): a sealed value says
+    which key sealed it without revealing anything usable about the key."""
+    digest = hmac.new(bytes.fromhex(hex_key), b"gethookd key id", hashlib.sha256).hexdigest()
+    return digest[:8]
 
-    def __init__(self, hex_key: str) -> None:
+
+class UnknownKey(InvalidTag):
+    """A value names a key this box does not hold (an InvalidTag, as a wrong key is)."""
+
+
+class SecretBox:
+    """Encrypts one column value bound to its row, so a ciphertext cannot be moved.
+
+    A value reads `v1:<key id>:<base64 nonce+ciphertext>` (base64 has no `:`), so during a
+    key rotation each value names the key that opens it. Values written before key ids
+    (`v1:<base64>`) are tried with the current key, then the previous one. New values are
+    always sealed with the current key.
+    """
+
+    def __init__(self, hex_key: str, previous_key: str | None = None) -> None:
+        self.key_id = key_id(hex_key)
         self._aead = AESGCM(bytes.fromhex(hex_key))
+        self._keys = {self.key_id: self._aead}
+        self._previous = None
+        if previous_key and previous_key.lower() != hex_key.lower():
+            self._previous = AESGCM(bytes.fromhex(previous_key))
+            self._keys.setdefault(key_id(previous_key), self._previous)
+
+    @property
+    def current_prefix(self) -> str:
+        """How every value sealed with the current key starts (for `LIKE prefix%`)."""
+        return f"{KEY_VERSION}:{self.key_id}:"
+
+    def is_current(self, token: str) -> bool:
+        return token.startswith(self.current_prefix)
 
     def encrypt(self, plaintext: str, context: str) -> str:
         nonce = os.urandom(12)
         sealed = self._aead.encrypt(nonce, plaintext.encode(), context.encode())
-        return f"{KEY_VERSION}:" + base64.b64encode(nonce + sealed).decode()
+        return self.current_prefix + base64.b64encode(nonce + sealed).decode()
 
     def decrypt(self, token: str, context: str) -> str:
-        version, _, body = token.partition(":")
+        version, _, rest = token.partition(":")
         if version != KEY_VERSION:
             raise ValueError(f"unknown key version {version!r}")
+        kid, sep, body = rest.partition(":")
+        if sep:
+            aead = self._keys.get(kid)
+            if aead is None:
+                raise UnknownKey(
+                    f"value sealed with key {kid}, which is neither ENCRYPTION_KEY "
+                    "nor ENCRYPTION_KEY_PREVIOUS"
+                )
+            candidates = [aead]
+        else:  # before key ids: the current key, else the previous one
+            body = rest
+            candidates = [self._aead] + ([self._previous] if self._previous else [])
         raw = base64.b64decode(body)
-        return self._aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
+        for aead in candidates[:-1]:
+            try:
+                return aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
+            except InvalidTag:
+                continue
+        return candidates[-1].decrypt(raw[:12], raw[12:], context.encode()).decode()
 
 
 def aad(table_column: str, row_id: object) -> str:

@@ -163,3 +163,28 @@ def test_a_restarted_api_worker_is_not_counted_twice(daemon_factory):
     # Any API worker may answer a scrape; none may count the dead one.
     seen = {total(scrape(daemon.url), "gethookd_processes", role="api") for _ in range(10)}
     assert seen == {2}
+
+
+def test_a_killed_masters_sample_directory_is_removed_by_the_next_start():
+    import os
+    import subprocess
+    import tempfile
+
+    from gethookd.process import metrics_dir
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid now names no process
+    orphan = tempfile.mkdtemp(prefix=f"{metrics_dir.PREFIX}{gone.pid}-")
+    alive = tempfile.mkdtemp(prefix=f"{metrics_dir.PREFIX}{os.getpid()}-")
+    saved = os.environ.get(metrics_dir.ENV)
+    try:
+        mine = metrics_dir.use_directory()
+        assert not os.path.exists(orphan), "a dead master's samples are removed"
+        assert os.path.isdir(alive), "a live master's samples are kept"
+        assert os.environ[metrics_dir.ENV] == mine
+        metrics_dir.remove_directory(mine)
+        assert not os.path.exists(mine)
+    finally:
+        metrics_dir.remove_directory(alive)
+        if saved is not None:
+            os.environ[metrics_dir.ENV] = saved

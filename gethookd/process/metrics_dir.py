@@ -10,15 +10,34 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
+PREFIX = "gethookd-metrics-"
+
+
 def use_directory() -> str:
-    """A fresh directory for this gateway's samples, exported to every child."""
-    path = tempfile.mkdtemp(prefix="gethookd-metrics-")
+    """A fresh directory for this gateway's samples, exported to every child. Directories
+    left by masters that were killed (SIGKILL leaves no chance to clean up) are removed."""
+    _remove_orphans()
+    path = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-")
     os.environ[ENV] = path
     return path
+
+
+def _remove_orphans() -> None:
+    for path in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-*"):
+        pid = path.name[len(PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass  # another user's gateway, alive
 
 
 def remove_directory(path: str) -> None:

@@ -31,7 +31,7 @@ import gevent.pool
 import psycopg2
 from gevent.socket import wait_read
 
-from gethookd import crypto, db, deliver, metrics, queue, retry, ssrf
+from gethookd import crypto, db, deliver, metrics, queue, retention, retry, ssrf
 from gethookd.config import Config
 from gethookd.crypto import SecretBox, aad
 from gethookd.db import Database
@@ -50,7 +50,7 @@ class DeliveryWorker:
     def __init__(self, config: Config, database: Database) -> None:
         self.config = config
         self.db = database
-        self.box = SecretBox(config.ENCRYPTION_KEY)
+        self.box = SecretBox(config.ENCRYPTION_KEY, config.ENCRYPTION_KEY_PREVIOUS)
         self.pool = gevent.pool.Pool(config.WORKER_MAX_CONCURRENCY)
         self.wake = gevent.event.Event()
         self.stopping = False
@@ -80,6 +80,7 @@ class DeliveryWorker:
         """Claim for free slots until stopped; then let in-flight sends finish (bounded)."""
         listener = gevent.spawn(self._listen)
         self._flusher = gevent.spawn(self._flush_loop)
+        janitor = gevent.spawn(retention.run_forever, self.config)  # one instance purges
         failures = 0
         busy = False  # the last claim came back full: more is due
         try:
@@ -129,6 +130,7 @@ class DeliveryWorker:
                     self._idle_until = 0.0
         finally:
             listener.kill(block=False)
+            janitor.kill(block=False)
             self._drain()
 
     def stop(self) -> None:

@@ -11,4 +11,4 @@ class Service:
     def __init__(self, config: Config, database: Database) -> None:
         self.config = config
         self.db = database
-        self.box = crypto.SecretBox(config.ENCRYPTION_KEY)
+        self.box = crypto.SecretBox(config.ENCRYPTION_KEY, config.ENCRYPTION_KEY_PREVIOUS)

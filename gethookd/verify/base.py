@@ -185,3 +185,42 @@ def check_timestamp(raw: str, now: float, config: dict, what: str) -> None:
         raise VerificationFailed(
             f"{what} is {int(-age)} seconds in the future, beyond the {limit} second tolerance"
         )
+
+
+def check_timestamped_hmac(
+    headers: dict[str, str],
+    body: bytes,
+    config: dict,
+    now: float,
+    *,
+    name: str,
+    separator: str,
+    ts_key: str,
+    sig_key: str,
+    joiner: bytes,
+) -> None:
+    """The scheme Stripe and Paddle share: `name: <ts_key>=<unix><separator><sig_key>=<hex>`,
+    HMAC-SHA256 over `<ts><joiner><body>`, within the timestamp tolerance. Several signatures
+    appear while a secret is being rotated; any one may match."""
+    timestamp, signatures = None, []
+    for item in header(headers, name).split(separator):
+        key, sep, value = item.strip().partition("=")
+        if not sep:
+            raise VerificationFailed(
+                f"{name} is malformed: expected {ts_key}=...{separator}{sig_key}=..."
+            )
+        if key == ts_key:
+            timestamp = value
+        elif key == sig_key:
+            signatures.append(value)
+    if timestamp is None:
+        raise VerificationFailed(f"{name} has no timestamp ({ts_key}=)")
+    if not signatures:
+        raise VerificationFailed(f"{name} has no {sig_key} signature")
+    check_timestamp(timestamp, now, config, f"{name} timestamp")
+    expected = hmac_sha256(config["secret"], timestamp.encode() + joiner + body)
+    matched = False
+    for given in signatures:
+        matched |= same(expected, from_hex(given, f"{name} {sig_key} signature"))
+    if not matched:
+        raise VerificationFailed(f"no {sig_key} signature in {name} matches the body and secret")

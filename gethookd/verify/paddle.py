@@ -6,18 +6,7 @@ notification destination's endpoint secret key (pdl_ntfset_...), used as it is w
 
 from __future__ import annotations
 
-from gethookd.verify.base import (
-    SECONDS,
-    SECRET,
-    Field,
-    VerificationFailed,
-    check_timestamp,
-    from_hex,
-    header,
-    hmac_sha256,
-    json_field,
-    same,
-)
+from gethookd.verify.base import SECONDS, SECRET, Field, check_timestamped_hmac, json_field
 
 NAME = "paddle"
 FIELDS = {"secret": Field(SECRET), "tolerance_seconds": Field(SECONDS, False, True)}
@@ -25,26 +14,17 @@ HEADER = "Paddle-Signature"
 
 
 def verify(headers: dict[str, str], body: bytes, config: dict, now: float) -> None:
-    timestamp, signatures = None, []
-    for item in header(headers, HEADER).split(";"):
-        key, sep, value = item.strip().partition("=")
-        if not sep:
-            raise VerificationFailed(f"{HEADER} is malformed: expected ts=...;h1=...")
-        if key == "ts":
-            timestamp = value
-        elif key == "h1":
-            signatures.append(value)
-    if timestamp is None:
-        raise VerificationFailed(f"{HEADER} has no timestamp (ts=)")
-    if not signatures:
-        raise VerificationFailed(f"{HEADER} has no h1 signature")
-    check_timestamp(timestamp, now, config, f"{HEADER} timestamp")
-    expected = hmac_sha256(config["secret"], timestamp.encode() + b":" + body)
-    matched = False
-    for given in signatures:
-        matched |= same(expected, from_hex(given, f"{HEADER} h1 signature"))
-    if not matched:
-        raise VerificationFailed(f"no h1 signature in {HEADER} matches the body and secret")
+    check_timestamped_hmac(
+        headers,
+        body,
+        config,
+        now,
+        name=HEADER,
+        separator=";",
+        ts_key="ts",
+        sig_key="h1",
+        joiner=b":",
+    )
 
 
 def delivery_id(headers: dict[str, str], body: bytes) -> str | None:

@@ -1,0 +1,72 @@
+"""What every benchmark needs of PostgreSQL: a server, and scratch databases dropped after.
+
+With a URL (`--database-url`/`DATABASE_URL`) the benchmark uses that server and touches
+nothing but the databases it creates there (it needs CREATEDB); without one it starts an
+embedded PostgreSQL in a temporary directory, as `gethookd run` would.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+
+class Postgres:
+    def __init__(self, url: str | None, tmp: Path, prefix: str = "gethookd_bench_") -> None:
+        self.url = url
+        self.tmp = tmp
+        self.prefix = prefix
+        self.embedded = None
+        self.databases: list[str] = []
+
+    def start(self) -> str:
+        """The admin URL (a server given, or an embedded one started now)."""
+        if self.url is None:
+            from gethookd.process.embedded import EmbeddedPostgres
+
+            print("starting an embedded PostgreSQL ...", flush=True)
+            self.embedded = EmbeddedPostgres(str(self.tmp / "pg"))
+            self.url = self.embedded.start()
+        return self.url
+
+    def admin(self, statement: str) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(self.start())
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+        finally:
+            conn.close()
+
+    def database(self) -> str:
+        """A new database with gethookd's schema; its URL."""
+        from gethookd import migrate
+
+        name = self.prefix + uuid.uuid4().hex[:10]
+        self.admin(f"CREATE DATABASE {name}")
+        self.databases.append(name)
+        url = urlunsplit(urlsplit(self.start())._replace(path="/" + name))
+        migrate.apply(url)
+        return url
+
+    def drop(self, url: str) -> None:
+        name = urlsplit(url).path.lstrip("/")
+        self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        if name in self.databases:
+            self.databases.remove(name)
+
+    def close(self) -> None:
+        """Drop every scratch database and stop an embedded server; never raises."""
+        for name in list(self.databases):
+            try:
+                self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            except Exception as exc:  # the report matters more than the cleanup
+                print(f"could not drop {name}: {exc}", file=sys.stderr)
+        self.databases.clear()
+        if self.embedded is not None:
+            self.embedded.stop()
+            self.embedded = None

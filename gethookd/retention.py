@@ -1,0 +1,106 @@
+"""Retention: delete finished events older than their account's `retention_days` (default
+RETENTION_DAYS), with their deliveries and attempts.
+
+Exactly one process among all instances purges at a time: it holds a PostgreSQL advisory
+lock on a connection of its own for the whole run (a crashed holder's lock goes with its
+connection). Deletion goes in bounded batches, each its own short transaction with a pause
+between, so ingest and delivery never wait long behind it. An event with a pending, held
+or in-flight delivery is never deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gethookd.config import Config
+from gethookd.db import QUERIES, Database, connect
+
+log = logging.getLogger(__name__)
+
+LOCK_ID = 0x6765_7468_7265_746E  # "gethretn": distinct from the migrations' lock
+BATCH = 500
+PAUSE = 0.05  # seconds between two batches
+EVERY = 300.0  # seconds between two attempts of a delivery process to take the job
+ACTIVE = ("pending", "in_flight", "held")
+
+
+def count(database: Database, default_days: int) -> dict[Any, int]:
+    """Account id -> events the purge would delete now (the dry run)."""
+    found = {}
+    with database.transaction() as cur:
+        for account in cur.all("retention_accounts", {"default_days": default_days}):
+            params = {"account_id": account["id"], "days": account["retention_days"]}
+            n = cur.one("retention_count", params)["n"]
+            if n:
+                found[account["id"]] = n
+    return found
+
+
+def purge(
+    database: Database,
+    default_days: int,
+    batch: int = BATCH,
+    pause: float = PAUSE,
+    progress: Callable[[int], None] = lambda n: None,
+    stopping: Callable[[], bool] = lambda: False,
+) -> int:
+    """Delete every expired finished event, batch by batch; returns how many."""
+    deleted = 0
+    with database.transaction() as cur:
+        accounts = cur.all("retention_accounts", {"default_days": default_days})
+    for account in accounts:
+        params = {"account_id": account["id"], "days": account["retention_days"], "limit": batch}
+        while not stopping():
+            with database.transaction() as cur:
+                ids = [r["id"] for r in cur.all("retention_candidates", params)]
+                if ids:
+                    statuses = cur.all("retention_lock_deliveries", {"ids": ids})
+                    keep = {r["event_id"] for r in statuses if r["status"] in ACTIVE}
+                    ids = [i for i in ids if i not in keep]
+                    if ids:
+                        cur.run("retention_delete", {"ids": ids})
+            if not ids:
+                break
+            deleted += len(ids)
+            progress(len(ids))
+            if pause:
+                time.sleep(pause)
+    return deleted
+
+
+def run_exclusive(config: Config, dry_run: bool = False, **kwargs: Any) -> int | None:
+    """purge() (or the dry-run count) under the cluster-wide lock; None if another process
+    holds it."""
+    lock_conn = connect(config.DATABASE_URL, autocommit=True)
+    try:
+        with lock_conn.cursor() as cur:
+            cur.execute(QUERIES["retention_try_lock"], {"lock": LOCK_ID})
+            if not cur.fetchone()[0]:
+                return None
+        database = Database(config.DATABASE_URL, maxconn=1)
+        try:
+            if dry_run:
+                return sum(count(database, config.RETENTION_DAYS).values())
+            return purge(database, config.RETENTION_DAYS, **kwargs)
+        finally:
+            database.close()
+    finally:
+        lock_conn.close()  # releases the lock
+
+
+def run_forever(config: Config, every: float = EVERY) -> None:
+    """A delivery process's background job (a greenlet): every few minutes, take the lock
+    if no other process holds it and purge. Killed with its process."""
+    time.sleep(random.uniform(0.2, 1.0) * every)  # noqa: S311 - spreads instances apart
+    while True:
+        try:
+            deleted = run_exclusive(config)
+            if deleted:
+                log.info("retention: deleted %d expired event(s)", deleted)
+        except Exception:
+            log.exception("retention run failed; trying again later")
+        time.sleep(every)

@@ -1,0 +1,43 @@
+-- Retention: events older than their account's window whose deliveries are all finished
+-- are deleted with their deliveries and attempts, a bounded batch per transaction.
+
+-- name: retention_accounts
+SELECT id, COALESCE(retention_days, %(default_days)s) AS retention_days FROM accounts ORDER BY id
+
+-- name: retention_count
+SELECT count(*) AS n
+FROM events e
+WHERE e.account_id = %(account_id)s
+  AND e.created_at < now() - make_interval(days => %(days)s)
+  AND NOT EXISTS (SELECT 1 FROM deliveries d
+                  WHERE d.event_id = e.id AND d.status IN ('pending', 'in_flight', 'held'))
+
+-- name: retention_candidates
+SELECT e.id
+FROM events e
+WHERE e.account_id = %(account_id)s
+  AND e.created_at < now() - make_interval(days => %(days)s)
+  AND NOT EXISTS (SELECT 1 FROM deliveries d
+                  WHERE d.event_id = e.id AND d.status IN ('pending', 'in_flight', 'held'))
+ORDER BY e.created_at
+LIMIT %(limit)s
+FOR UPDATE OF e SKIP LOCKED
+
+-- name: retention_lock_deliveries
+-- Locks the candidates' deliveries and reads their status as committed now: one set back
+-- to pending since the candidates were chosen keeps its event.
+SELECT event_id, status FROM deliveries WHERE event_id = ANY(%(ids)s::uuid[]) FOR UPDATE
+
+-- name: retention_delete
+WITH gone_attempts AS (
+    DELETE FROM delivery_attempts WHERE event_id = ANY(%(ids)s::uuid[])
+), gone_deliveries AS (
+    DELETE FROM deliveries WHERE event_id = ANY(%(ids)s::uuid[])
+)
+DELETE FROM events WHERE id = ANY(%(ids)s::uuid[])
+
+-- name: retention_try_lock
+SELECT pg_try_advisory_lock(%(lock)s) AS locked
+
+-- name: retention_unlock
+SELECT pg_advisory_unlock(%(lock)s)
