@@ -523,7 +523,12 @@ BODIES: dict[str, dict] = {
             "name": NAME,
             "url": DESTINATION_URL,
             "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 300},
-            "active": BOOL,
+            "active": {
+                **BOOL,
+                "description": "false pauses (deliveries wait held); true resumes, and also "
+                "re-enables a disabled destination and closes its circuit, releasing the "
+                "deliveries held for it.",
+            },
             "auth_config": nullable(ref("AuthConfig")),
             "custom_headers": nullable(HEADERS),
         },
