@@ -85,6 +85,7 @@ class DeliveryWorker:
         busy = False  # the last claim came back full: more is due
         try:
             while not self.stopping:
+                self._probe_step()  # also when every slot is busy
                 free = self.pool.free_count()
                 if free == 0:
                     self.pool.wait_available(timeout=1.0)
@@ -100,7 +101,6 @@ class DeliveryWorker:
                 # next wait at once instead of being lost.
                 self.wake.clear()
                 try:
-                    self._probe_step()
                     limit = min(free, CLAIM_BATCH)
                     claimed = self._db_call(
                         lambda limit=limit: queue.claim_fair(
@@ -145,7 +145,11 @@ class DeliveryWorker:
             return
         self._probe_due = now + PROBE_STEP
         window = 2 * self.config.lease_seconds
-        released = self._db_call(lambda: queue.release_probes(self.db, window))
+        try:
+            released = self._db_call(lambda: queue.release_probes(self.db, window))
+        except psycopg2.Error as exc:  # the claim that follows reports a lasting outage
+            log.warning("releasing circuit probes failed (%s); trying again shortly", exc)
+            return
         if released:
             log.info("released %d probe deliveries to destinations with an open circuit", released)
 
