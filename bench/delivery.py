@@ -278,6 +278,9 @@ class Run:
             "DATABASE_URL": db_url,
             "ENCRYPTION_KEY": new_encryption_key(),
             "WORKER_MAX_CONCURRENCY": str(concurrency),
+            # Raw throughput to one destination: the per-destination cap (fairness between
+            # destinations, a quarter of the pool by default) is the whole pool here.
+            "DESTINATION_MAX_IN_FLIGHT": str(concurrency),
             "LOG_LEVEL": args.log_level,
             "GETHOOKD_DATA_DIR": str(self.tmp / "data"),
             # The receiver listens on loopback, which the SSRF guard refuses by default.

@@ -118,6 +118,9 @@ class Run:
                 "BASE_URL": f"http://127.0.0.1:{port}",
                 "GETHOOKD_DATA_DIR": str(self.tmp / f"data-{i}"),
                 "WORKER_MAX_CONCURRENCY": str(self.args.concurrency),
+                # Raw throughput to one destination: the per-destination cap (fairness
+                # between destinations, a quarter of the pool by default) is the whole pool.
+                "DESTINATION_MAX_IN_FLIGHT": str(self.args.concurrency),
                 "LOG_LEVEL": self.args.log_level,
                 # The receiver is on loopback; a production deployment would not allow it.
                 "ALLOWED_DESTINATION_NETWORKS": "127.0.0.0/8",

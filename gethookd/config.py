@@ -45,6 +45,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _non_negative_int(raw: str) -> int:
+    value = _int(raw)
+    if value < 0:
+        raise ValueError("expected a whole number of at least 0")
+    return value
+
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
 
@@ -181,6 +188,34 @@ SETTINGS: tuple[Setting, ...] = (
         "10",
         "Deliveries one delivery process sends at once (greenlets).",
     ),
+    Setting(
+        "DESTINATION_MAX_IN_FLIGHT",
+        _non_negative_int,
+        "0",
+        "Most deliveries of one destination a delivery process sends at once, so a slow "
+        "destination cannot take every greenlet (0: a quarter of WORKER_MAX_CONCURRENCY, "
+        "at least 1).",
+    ),
+    Setting(
+        "CIRCUIT_FAILURE_THRESHOLD",
+        _positive_int,
+        "10",
+        "Failed attempts in a row after which a destination's circuit opens (its deliveries "
+        "wait, unattempted).",
+    ),
+    Setting(
+        "CIRCUIT_COOLDOWN",
+        _duration,
+        "30s",
+        "How long an open circuit waits before one probe delivery; doubles per re-open.",
+    ),
+    Setting("CIRCUIT_COOLDOWN_MAX", _duration, "15m", "Longest cool-down of an open circuit."),
+    Setting(
+        "DESTINATION_DISABLE_AFTER",
+        _duration,
+        "5d",
+        "A destination failing continuously this long is disabled (re-enable: PATCH active=true).",
+    ),
     Setting("DELIVERY_TIMEOUT", _duration, "30s", "Upper bound on one delivery attempt."),
     Setting(
         "LEASE_GRACE",
@@ -279,6 +314,16 @@ class Config:
     @property
     def lease_seconds(self) -> float:
         return self.values["DELIVERY_TIMEOUT"] + self.values["LEASE_GRACE"]
+
+    @property
+    def destination_max_in_flight(self) -> int:
+        """DESTINATION_MAX_IN_FLIGHT, or by default a quarter of the process's greenlets:
+        a destination that hangs then holds at most a quarter of them, and a healthy one
+        still gets several at once (at 10 greenlets: 2)."""
+        explicit = self.values["DESTINATION_MAX_IN_FLIGHT"]
+        if explicit:
+            return explicit
+        return max(1, self.values["WORKER_MAX_CONCURRENCY"] // 4)
 
     def with_values(self, **overrides: Any) -> Config:
         return Config({**self.values, **overrides}, self.source, self.config_file)

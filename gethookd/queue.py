@@ -9,12 +9,14 @@ claim's path and back, inside the caller's transaction.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gethookd.db import Cursor, Database
 from gethookd.deliver import Outcome, cap_text
+
+OK_OR_RELEASED = ("success", "cancelled")  # outcomes that are not a destination's failure
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class Job:
     url: str
     timeout_seconds: int
     signing_secret_enc: str | None
+    # The replaced secret while its rotation grace lasts (the claim returns it only then).
+    previous_signing_secret_enc: str | None
     auth_config_enc: str | None
     custom_headers: dict | None
 
@@ -57,39 +61,155 @@ class Finished:
         return "dead" if self.retry_in is None else "pending"
 
 
-def claim(db: Database, limit: int, lease_seconds: float) -> list[Job]:
+@dataclass(frozen=True)
+class Circuit:
+    """When a destination's circuit opens and when it is disabled (see finish_deliveries)."""
+
+    threshold: int = 10  # consecutive failed attempts that open the circuit
+    cooldown: float = 30.0  # seconds open before the first probe; doubles per re-open
+    cooldown_max: float = 900.0
+    disable_after: float = 5 * 86400.0  # failing continuously this long: disabled
+
+    @classmethod
+    def off(cls) -> Circuit:
+        """Health is recorded, but no run of failures opens a circuit or disables (410
+        Gone still disables): for callers that do not pass the settings."""
+        return cls(threshold=2**31 - 1, disable_after=100 * 365 * 86400.0)
+
+    @classmethod
+    def from_config(cls, config: Any) -> Circuit:
+        return cls(
+            config.CIRCUIT_FAILURE_THRESHOLD,
+            config.CIRCUIT_COOLDOWN,
+            max(config.CIRCUIT_COOLDOWN, config.CIRCUIT_COOLDOWN_MAX),
+            config.DESTINATION_DISABLE_AFTER,
+        )
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a claim took, and why it may have come back short although more is due:
+    `parked` due deliveries were moved to 'held' (their destination does not accept
+    deliveries now), `trimmed` were left because their destination reached its cap."""
+
+    jobs: list[Job]
+    parked: int = 0
+    trimmed: int = 0
+
+
+def claim(
+    db: Database,
+    limit: int,
+    lease_seconds: float,
+    cap: int = 1_000_000,
+    busy: Mapping[Any, int] | None = None,
+) -> list[Job]:
     """Lease up to `limit` due deliveries (or ones whose lease expired) and open an attempt
     for each; an expired lease's unfinished attempt is recorded as cancelled."""
-    return claim_batch(db, limit, lease_seconds)[0]
+    return claim_fair(db, limit, lease_seconds, cap, busy).jobs
 
 
 def claim_batch(db: Database, limit: int, lease_seconds: float) -> tuple[list[Job], int]:
     """claim(), and how many due deliveries it parked as 'held' on the way (their
     destination does not accept deliveries now): a claim that parked some may have
-    come back short although more is due. One statement, one round trip."""
+    come back short although more is due."""
+    claimed = claim_fair(db, limit, lease_seconds)
+    return claimed.jobs, claimed.parked
+
+
+def claim_fair(
+    db: Database,
+    limit: int,
+    lease_seconds: float,
+    cap: int = 1_000_000,
+    busy: Mapping[Any, int] | None = None,
+) -> Claimed:
+    """claim(), fair: no destination ends up with more than `cap` in flight, counting the
+    caller's `busy` (destination id -> deliveries it has in flight). One statement, one
+    round trip."""
     if limit <= 0:
-        return [], 0
+        return Claimed([])
     with _single_statement(db) as cur:
-        rows = cur.all("claim_deliveries", {"limit": limit, "lease_seconds": lease_seconds})
+        rows = cur.all("claim_deliveries", claim_params(limit, lease_seconds, cap, busy))
     jobs = []
-    parked = 0
+    parked = trimmed = 0
     for row in rows:
         parked = row.pop("parked")
+        trimmed = row.pop("trimmed")
+        row.pop("ord")
         if row["delivery_id"] is None:
             continue
         row["body"] = bytes(row["body"])
         jobs.append(Job(**row))
-    return jobs, parked
+    return Claimed(jobs, parked, trimmed)
 
 
-def finish_many(db: Database, batch: list[Finished]) -> list[str | None]:
-    """Record a batch of attempts in one transaction (one round trip): for each, the
-    delivery's new status ('succeeded', 'pending' for a retry, 'dead', or 'cancelled' when
-    the event was replayed meanwhile), or None if its lease was lost and nothing of it was
-    changed. Notifies the delivery processes if a retry is due at once."""
+def claim_params(
+    limit: int,
+    lease_seconds: float,
+    cap: int = 1_000_000,
+    busy: Mapping[Any, int] | None = None,
+) -> dict[str, Any]:
+    """The parameters of claim_deliveries (also for EXPLAIN in tests and benchmarks)."""
+    busy = {k: n for k, n in (busy or {}).items() if n > 0}
+    return {
+        "limit": limit,
+        "lease_seconds": lease_seconds,
+        "cap": cap,
+        # Candidates read per branch: twice the limit leaves room for what the allowance
+        # trims; destinations at their cap are filtered out before this limit applies.
+        "scan": limit * 2,
+        "busy_destinations": [str(k) for k in busy],
+        "busy_counts": list(busy.values()),
+        "capped": [str(k) for k, n in busy.items() if n >= cap],
+    }
+
+
+def release_probes(db: Database, probe_window: float) -> int:
+    """Cool-downs that are over: release one probe delivery per such destination (and wake
+    the delivery processes). How many. Idempotent; safe in every process at once."""
+    with _single_statement(db) as cur:
+        rows = cur.all("release_circuit_probes", {"probe_window": probe_window})
+        if rows:
+            cur.run("notify_deliveries")
+    return len(rows)
+
+
+def finish_many(
+    db: Database, batch: list[Finished], circuit: Circuit | None = None
+) -> list[str | None]:
+    """Record a batch of attempts (see finish_batch): each delivery's new status."""
+    return finish_batch(db, batch, circuit).statuses
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What finish_batch wrote: per delivery its new status ('succeeded', 'pending' for a
+    retry, 'held' for a retry whose destination stopped accepting, 'dead', or 'cancelled'
+    when the event was replayed meanwhile; None if its lease was lost and nothing of it
+    was changed), and the destinations whose circuit or disabled state changed."""
+
+    statuses: list[str | None]
+    transitions: list[dict]
+
+
+def finish_batch(db: Database, batch: list[Finished], circuit: Circuit | None = None) -> Recorded:
+    """Record a batch of attempts in one transaction (one round trip), and the health of
+    their destinations (circuit, failure run, disabled). Notifies the delivery processes
+    if a retry is due at once or held deliveries were released."""
     if not batch:
-        return []
+        return Recorded([], [])
+    circuit = circuit or Circuit.off()
     params = {
+        "threshold": circuit.threshold,
+        "cooldown": circuit.cooldown,
+        "cooldown_max": circuit.cooldown_max,
+        "disable_after": circuit.disable_after,
+        "destination_ids": sorted({str(f.job.destination_id) for f in batch}),
+        "gones": [f.result.gone for f in batch],
+        "failing_ids": sorted(
+            {str(f.job.destination_id) for f in batch if f.result.outcome not in OK_OR_RELEASED}
+        ),
         "event_ids": sorted({f.job.event_id for f in batch}),
         "delivery_ids": [f.job.delivery_id for f in batch],
         "lease_tokens": [f.job.lease_token for f in batch],
@@ -106,10 +226,14 @@ def finish_many(db: Database, batch: list[Finished]) -> list[str | None]:
         rows = cur.all("finish_deliveries", params)
     got = {row["delivery_id"]: row["status"] for row in rows}
     statuses = [got.get(f.job.delivery_id) for f in batch]
-    if any(s == "pending" and not f.retry_in for s, f in zip(statuses, batch, strict=True)):
+    released = rows[0]["released"] if rows else 0
+    transitions = (rows[0]["transitions"] if rows else None) or []
+    if released or any(
+        s == "pending" and not f.retry_in for s, f in zip(statuses, batch, strict=True)
+    ):
         with _single_statement(db) as cur:
             cur.run("notify_deliveries")  # due at once: let any delivery process take it
-    return statuses
+    return Recorded(statuses, transitions)
 
 
 def finish(db: Database, job: Job, result: Outcome, retry_in: float | None) -> str | None:

@@ -33,3 +33,9 @@ def next_delay(
         delay = base * 2.0 ** min(n - 1, 64)  # bounded exponent: no float overflow
     delay = max(0.0, min(cap, delay))
     return delay / 2 + (rand or random).uniform(0, delay / 2)
+
+
+def with_retry_after(delay: float, retry_after: float, cap: float) -> float:
+    """The destination asked us to wait (Retry-After on a 429 or 503): the next attempt
+    comes no sooner than it asked, and no later than `cap` (RETRY_MAX_DELAY)."""
+    return min(cap, max(delay, retry_after))

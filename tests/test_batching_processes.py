@@ -74,7 +74,7 @@ def test_a_process_paused_past_its_lease_cannot_overwrite_the_new_outcome(
         if n == 1:
             return 200, 0.5  # the first process is stopped while this answer is on its way
         answered.set()
-        return 410, 0.0  # the process that took over gets a different, final answer
+        return 404, 0.0  # the process that took over gets a different, final answer
 
     sink = Sink(respond)
     try:
@@ -96,7 +96,7 @@ def test_a_process_paused_past_its_lease_cannot_overwrite_the_new_outcome(
     [row] = sql(database, "SELECT * FROM deliveries WHERE event_id = %s", (event_id,))
     assert row["status"] == "dead"
     outcomes = [(a["outcome"], a["response_status"]) for a in attempts_of(database, event_id)]
-    assert outcomes == [("cancelled", None), ("http_4xx", 410)]
+    assert outcomes == [("cancelled", None), ("http_4xx", 404)]
     assert all_in(database, [event_id], "dead_letter")
 
 

@@ -444,7 +444,7 @@ def _claim_buffers(database: Database, limit: int) -> int:
         with conn.cursor() as cur:
             cur.execute(
                 "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + QUERIES["claim_deliveries"],
-                {"limit": limit, "lease_seconds": LEASE},
+                queue.claim_params(limit, LEASE),
             )
             [[plan]] = cur.fetchall()
         conn.rollback()

@@ -74,6 +74,9 @@ def start_worker(base_env, tmp_path):
 
     def start(**env: str) -> WorkerProcess:
         path = tmp_path / f"worker-{len(started)}.log"
+        # These tests mostly send to one destination and count on the whole pool: the
+        # per-destination cap (tests/test_fairness.py) is the pool's size unless given.
+        env.setdefault("DESTINATION_MAX_IN_FLIGHT", env.get("WORKER_MAX_CONCURRENCY", "10"))
         started.append(WorkerProcess({**base_env, **env}, path))
         return started[-1]
 

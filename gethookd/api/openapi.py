@@ -129,6 +129,29 @@ SCHEMAS: dict[str, dict] = {
                 "description": "After rotate-secret: until then deliveries also carry a "
                 "signature made with the previous secret (null when there is none).",
             },
+            "circuit_state": {
+                "type": "string",
+                "enum": ["closed", "open", "half_open"],
+                "description": "open: after CIRCUIT_FAILURE_THRESHOLD failed attempts in a "
+                "row its deliveries wait (held, unattempted) until circuit_open_until; then "
+                "half_open: one probe delivery is sent, and its success closes the circuit.",
+            },
+            "circuit_open_until": NTIME,
+            "consecutive_failures": INT,
+            "failing_since": {
+                **NTIME,
+                "description": "Start of the current run of failed attempts (null after a "
+                "success).",
+            },
+            "last_success_at": NTIME,
+            "last_failure_at": NTIME,
+            "disabled_at": {
+                **NTIME,
+                "description": "Set when the destination was disabled (it answered 410 Gone, "
+                "or failed continuously for DESTINATION_DISABLE_AFTER): its deliveries wait "
+                "until PATCH active=true re-enables it.",
+            },
+            "disabled_reason": NSTR,
         },
     ),
     "SecretRotation": obj(
@@ -500,7 +523,12 @@ BODIES: dict[str, dict] = {
             "name": NAME,
             "url": DESTINATION_URL,
             "timeout_seconds": {"type": "integer", "minimum": 1, "maximum": 300},
-            "active": BOOL,
+            "active": {
+                **BOOL,
+                "description": "false pauses (deliveries wait held); true resumes, and also "
+                "re-enables a disabled destination and closes its circuit, releasing the "
+                "deliveries held for it.",
+            },
             "auth_config": nullable(ref("AuthConfig")),
             "custom_headers": nullable(HEADERS),
         },

@@ -3,7 +3,7 @@
 Imported only in a freshly forked child (or a test), after gevent has patched the process.
 
     run():       wait (NOTIFY | poll interval | a retry falling due | stop)
-                 -> queue.claim_batch(free slots)  [one statement, one round trip]
+                 -> queue.claim_fair(free slots, per-destination cap)  [one statement]
                  -> pool.spawn(_process) per job
     _process():  deliver.send (no transaction open) -> retry.next_delay on failure
                  -> hand the result to the flusher; the slot is free at once
@@ -21,6 +21,7 @@ import json
 import logging
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -30,7 +31,7 @@ import gevent.pool
 import psycopg2
 from gevent.socket import wait_read
 
-from gethookd import db, deliver, metrics, queue, retention, retry, ssrf
+from gethookd import crypto, db, deliver, metrics, queue, retention, retry, ssrf
 from gethookd.config import Config
 from gethookd.crypto import SecretBox, aad
 from gethookd.db import Database
@@ -42,6 +43,7 @@ CLAIM_BATCH = 50
 LISTEN_HEARTBEAT = 30.0  # seconds of silence after which the LISTEN connection is probed
 HEARTBEAT_TIMEOUT = 10.0
 CLAIM_GATHER = 0.010  # seconds a busy process waits for more free slots before claiming
+PROBE_STEP = 1.0  # seconds between two looks for open circuits whose cool-down is over
 
 
 class DeliveryWorker:
@@ -53,6 +55,11 @@ class DeliveryWorker:
         self.wake = gevent.event.Event()
         self.stopping = False
         self.in_flight: dict[object, queue.Job] = {}  # delivery id -> job being sent
+        # Fairness: deliveries in flight per destination, at most `cap` each.
+        self.busy: Counter = Counter()
+        self.cap = config.destination_max_in_flight
+        self.circuit = queue.Circuit.from_config(config)
+        self._probe_due = 0.0  # monotonic time of the next cool-down step
         self._retry_due: float | None = None  # monotonic time a retry of ours falls due
         self._idle_until = 0.0  # monotonic end of the current idle wait (0: not waiting)
         self._done: list[queue.Finished] = []  # results handed over, not yet written
@@ -61,6 +68,7 @@ class DeliveryWorker:
         self._flusher: gevent.Greenlet | None = None
         self._claim_min = max(1, min(CLAIM_BATCH, config.WORKER_MAX_CONCURRENCY) // 2)
         self._secrets: dict[tuple[str, str], str] = {}  # (ciphertext, aad) -> plaintext
+        self._signing: dict[tuple, tuple[str, ...]] = {}  # (dest, current, previous) -> secrets
         # No cookies, no retries, and every connection checked by the SSRF policy.
         self.session = deliver.new_session(
             ssrf.Policy.from_config(config), pool_maxsize=config.WORKER_MAX_CONCURRENCY
@@ -77,6 +85,7 @@ class DeliveryWorker:
         busy = False  # the last claim came back full: more is due
         try:
             while not self.stopping:
+                self._probe_step()  # also when every slot is busy
                 free = self.pool.free_count()
                 if free == 0:
                     self.pool.wait_available(timeout=1.0)
@@ -93,11 +102,12 @@ class DeliveryWorker:
                 self.wake.clear()
                 try:
                     limit = min(free, CLAIM_BATCH)
-                    jobs, parked = self._db_call(
-                        lambda limit=limit: queue.claim_batch(
-                            self.db, limit, self.config.lease_seconds
+                    claimed = self._db_call(
+                        lambda limit=limit: queue.claim_fair(
+                            self.db, limit, self.config.lease_seconds, self.cap, self.busy
                         )
                     )
+                    jobs = claimed.jobs
                     failures = 0
                 except psycopg2.Error as exc:
                     failures += 1
@@ -107,9 +117,13 @@ class DeliveryWorker:
                     continue
                 for job in jobs:
                     self.in_flight[job.delivery_id] = job
+                    self.busy[job.destination_id] += 1
                     self.pool.spawn(self._process, job)
-                busy = len(jobs) == limit
-                if len(jobs) < limit and not parked:
+                # Short but more may be due: some were parked, or left to the cap of a
+                # destination that still had room for others (claim again at once).
+                more = claimed.parked or (claimed.trimmed and jobs)
+                busy = len(jobs) == limit or bool(more)
+                if len(jobs) < limit and not more:
                     timeout = self._idle_timeout()
                     self._idle_until = time.monotonic() + timeout
                     self.wake.wait(timeout=timeout)
@@ -123,10 +137,29 @@ class DeliveryWorker:
         self.stopping = True
         self.wake.set()
 
+    def _probe_step(self) -> None:
+        """Every PROBE_STEP: open circuits whose cool-down is over get one probe delivery
+        each (every delivery process runs it; the statement never releases two)."""
+        now = time.monotonic()
+        if now < self._probe_due:
+            return
+        self._probe_due = now + PROBE_STEP
+        window = 2 * self.config.lease_seconds
+        try:
+            released = self._db_call(lambda: queue.release_probes(self.db, window))
+        except psycopg2.Error as exc:  # the claim that follows reports a lasting outage
+            log.warning("releasing circuit probes failed (%s); trying again shortly", exc)
+            return
+        if released:
+            log.info("released %d probe deliveries to destinations with an open circuit", released)
+
     def _idle_timeout(self) -> float:
-        """Nothing more is due now: sleep until the poll interval, or until a retry that
-        this process scheduled falls due, whichever is first (a NOTIFY cuts it short)."""
-        timeout = self.config.WORKER_POLL_INTERVAL
+        """Nothing more is due now: sleep until the poll interval, the next cool-down step,
+        or until a retry that this process scheduled falls due, whichever is first (a
+        NOTIFY cuts it short)."""
+        timeout = min(
+            self.config.WORKER_POLL_INTERVAL, max(0.0, self._probe_due - time.monotonic())
+        )
         if self._retry_due is not None:
             until = self._retry_due - time.monotonic()
             if until <= timeout:
@@ -206,7 +239,11 @@ class DeliveryWorker:
         try:
             result = self._attempt(job)
             retry_in = None
-            if not result.ok:
+            if result.gone:
+                # 410: the destination is disabled as this is recorded, and this delivery
+                # waits held with the others (due at once when re-enabled), never dead.
+                retry_in = 0.0
+            elif not result.ok:
                 retry_in = retry.next_delay(
                     job.attempt_number,
                     job.max_attempts,
@@ -214,12 +251,16 @@ class DeliveryWorker:
                     self.config.RETRY_BASE_DELAY,
                     self.config.RETRY_MAX_DELAY,
                 )
+                if retry_in is not None and result.retry_after is not None:
+                    retry_in = retry.with_retry_after(
+                        retry_in, result.retry_after, self.config.RETRY_MAX_DELAY
+                    )
             self._hand_over(queue.Finished(job, result, retry_in))
         except gevent.GreenletExit:
             raise  # killed at the end of a drain: _drain gives the lease back
         except Exception:
             log.exception("delivery %s failed unexpectedly", job.delivery_id)
-            self.in_flight.pop(job.delivery_id, None)  # its lease expires; it is retried
+            self._done_sending(job)  # its lease expires; it is retried
 
     def _attempt(self, job: queue.Job) -> deliver.Outcome:
         try:
@@ -231,9 +272,15 @@ class DeliveryWorker:
 
     def _request(self, job: queue.Job) -> deliver.Request:
         dest = str(job.destination_id)
-        secret = auth = None
-        if job.signing_secret_enc:
-            secret = self._decrypt(job.signing_secret_enc, aad("destinations.signing_secret", dest))
+        auth = None
+        key = (dest, job.signing_secret_enc, job.previous_signing_secret_enc)
+        secrets = self._signing.get(key)
+        if secrets is None:  # decrypted once per destination secret(s), not per delivery
+            if len(self._signing) >= 1000:
+                self._signing.clear()
+            secrets = self._signing[key] = crypto.signing_secrets(
+                self.box, dest, job.signing_secret_enc, job.previous_signing_secret_enc
+            )
         if job.auth_config_enc:
             auth = json.loads(
                 self._decrypt(job.auth_config_enc, aad("destinations.auth_config", dest))
@@ -249,7 +296,7 @@ class DeliveryWorker:
             event_type=job.event_type,
             attempt_number=job.attempt_number,
             timeout=timeout,
-            signing_secret=secret,
+            signing_secrets=secrets,
             custom_headers=job.custom_headers,
             auth_config=auth,
         )
@@ -258,9 +305,20 @@ class DeliveryWorker:
 
     def _hand_over(self, done: queue.Finished) -> None:
         """The result goes to the flusher; the sending slot is free from now on."""
-        self.in_flight.pop(done.job.delivery_id, None)
+        self._done_sending(done.job)
         self._done.append(done)
         self._done_ready.set()
+
+    def _done_sending(self, job: queue.Job) -> None:
+        if self.in_flight.pop(job.delivery_id, None) is None:
+            return
+        count = self.busy[job.destination_id]
+        if count <= 1:
+            del self.busy[job.destination_id]
+        else:
+            self.busy[job.destination_id] = count - 1
+        if count == self.cap:
+            self.wake.set()  # its destination was at its cap: due ones may wait for it
 
     def _take_done(self) -> list[queue.Finished]:
         batch, self._done = self._done, []
@@ -283,32 +341,39 @@ class DeliveryWorker:
                 log.exception("recording delivery results failed")
 
     def _flush(self, batch: list[queue.Finished]) -> None:
-        statuses = self._finish(batch)
-        for done, status in zip(batch, statuses, strict=True):
+        recorded = self._finish(batch)
+        for change in recorded.transitions:
+            _log_destination(change)
+        for done, status in zip(batch, recorded.statuses, strict=True):
             if status == "pending" and done.retry_in is not None:
                 self._note_retry(done.retry_in)
             _log_transition(done.job, done.result, status, done.retry_in)
             metrics.record_attempt(done.result, status)
 
-    def _finish(self, batch: list[queue.Finished]) -> list[str | None]:
+    def _finish(self, batch: list[queue.Finished]) -> queue.Recorded:
         """Retry the bookkeeping briefly; if the database stays away the leases cover us.
         A batch the database refuses for another reason is written one by one, so that one
         bad row cannot cost the others their record."""
         try:
-            return self._db_call(lambda: queue.finish_many(self.db, batch), pauses=(0.2, 1.0, 3.0))
+            return self._db_call(
+                lambda: queue.finish_batch(self.db, batch, self.circuit), pauses=(0.2, 1.0, 3.0)
+            )
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             log.error(
                 "could not record %d deliveries (%s); they are retried after their leases expire",
                 len(batch),
                 exc,
             )
-            return ["unrecorded"] * len(batch)
+            return queue.Recorded(["unrecorded"] * len(batch), [])
         except Exception:
             if len(batch) == 1:
                 log.exception("could not record delivery %s", batch[0].job.delivery_id)
-                return ["unrecorded"]
+                return queue.Recorded(["unrecorded"], [])
             log.exception("could not record a batch of %d; writing them one by one", len(batch))
-            return [s for done in batch for s in self._finish([done])]
+            each = [self._finish([done]) for done in batch]
+            return queue.Recorded(
+                [s for r in each for s in r.statuses], [t for r in each for t in r.transitions]
+            )
 
     def _decrypt(self, sealed: str, context: str) -> str:
         """Decrypt once per destination secret, not once per delivery: keyed by the sealed
@@ -369,6 +434,40 @@ def _log_transition(
         )
     elif status == "cancelled":
         log.info("%s: not retried, the event was replayed", head, extra={"fields": fields})
+    elif status == "held":
+        log.info(
+            "%s: held, its destination does not take deliveries now (%s)",
+            head,
+            result.error_message,
+            extra={"fields": fields},
+        )
+
+
+def _log_destination(change: dict) -> None:
+    """One line when a destination's circuit opens or closes, or it is disabled."""
+    name = f"destination {change['id']} ({change['name']})"
+    fields = {"destination_id": str(change["id"]), "circuit": change["circuit_state"]}
+    if change["disabled_at"] and not change["was_disabled"]:
+        log.warning(
+            "%s disabled: %s; its deliveries wait until it is re-enabled (PATCH active=true)",
+            name,
+            change["disabled_reason"],
+            extra={"fields": fields},
+        )
+    elif change["circuit_state"] == "open":
+        log.warning(
+            "%s: circuit open after %d failed attempts in a row; deliveries held until %s",
+            name,
+            change["consecutive_failures"],
+            change["circuit_open_until"],
+            extra={"fields": fields},
+        )
+    elif change["circuit_state"] == "closed":
+        log.info(
+            "%s: circuit closed, it answered again; held deliveries released",
+            name,
+            extra={"fields": fields},
+        )
 
 
 def main(config: Config, index: int = 1, ready: Callable[[], None] | None = None) -> int:

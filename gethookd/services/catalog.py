@@ -148,8 +148,9 @@ class Catalog(Service):
         with self.db.transaction() as cur:
             row = cur.one("update_destination", params)
             if row is not None and "active" in changes:
-                # Paused: its waiting deliveries leave the claim's path; resumed: they are
-                # due again (keeping their times) and the delivery processes are woken.
+                # Paused: its waiting deliveries leave the claim's path; resumed (which also
+                # re-enables a disabled destination and closes its circuit): they are due
+                # again (keeping their times) and the delivery processes are woken.
                 if row["active"]:
                     queue.release_destination(cur, dest_id)
                 else:
@@ -225,6 +226,8 @@ class Catalog(Service):
             row["previous_secret_expires_at"] = None  # the overlap is over
         auth_enc = row.pop("auth_config_enc", None)
         row.pop("updated_at", None)
+        row.pop("circuit_probe_id", None)  # internal bookkeeping of the circuit
+        row.pop("circuit_opens", None)
         if secret_enc:
             secret = self.box.decrypt(
                 secret_enc, crypto.aad("destinations.signing_secret", row["id"])

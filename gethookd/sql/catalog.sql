@@ -49,7 +49,22 @@ DELETE FROM sources WHERE id = %(id)s AND account_id = %(account_id)s RETURNING 
 
 -- name: update_destination
 -- Each field changes only when its set_* flag is true, so PATCH can also clear a field.
+-- active=true also re-enables: it clears a disabled state and closes the circuit (the
+-- operator says the destination is fixed; a failure opens it again as usual).
 UPDATE destinations SET
+    disabled_at = CASE WHEN %(set_active)s AND %(active)s THEN NULL ELSE disabled_at END,
+    disabled_reason = CASE WHEN %(set_active)s AND %(active)s THEN NULL
+                      ELSE disabled_reason END,
+    circuit_state = CASE WHEN %(set_active)s AND %(active)s THEN 'closed'
+                    ELSE circuit_state END,
+    circuit_open_until = CASE WHEN %(set_active)s AND %(active)s THEN NULL
+                         ELSE circuit_open_until END,
+    circuit_opens = CASE WHEN %(set_active)s AND %(active)s THEN 0 ELSE circuit_opens END,
+    circuit_probe_id = CASE WHEN %(set_active)s AND %(active)s THEN NULL
+                       ELSE circuit_probe_id END,
+    consecutive_failures = CASE WHEN %(set_active)s AND %(active)s THEN 0
+                           ELSE consecutive_failures END,
+    failing_since = CASE WHEN %(set_active)s AND %(active)s THEN NULL ELSE failing_since END,
     name = CASE WHEN %(set_name)s THEN %(name)s ELSE name END,
     url = CASE WHEN %(set_url)s THEN %(url)s ELSE url END,
     timeout_seconds = CASE WHEN %(set_timeout_seconds)s THEN %(timeout_seconds)s

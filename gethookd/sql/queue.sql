@@ -8,41 +8,72 @@
 -- name: claim_deliveries
 -- Take up to %(limit)s deliveries whose worker died (lease expired) or that are due, lease
 -- them, open a pending attempt for each, and return what sending needs: one statement.
--- Each branch is one ordered scan of its partial index that stops after %(limit)s rows,
--- so a claim costs the same with a backlog of a million as with ten. Deliveries that
--- cannot be sent now are 'held', outside the due index: the claim never walks them.
--- A due row whose destination does not accept deliveries (it was paused just as the row
--- became pending) is parked as 'held' here rather than skipped, so it is walked once.
--- The park re-reads the destination under a share lock (SKIP LOCKED: a pause or resume
--- in progress is never waited for), so it never parks against a resume that committed.
--- Every row comes back with `parked`, the count parked; a claim that parked but took
--- nothing comes back as one row of NULLs and that count.
-WITH expired AS (
-    SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_id
-    JOIN destinations dst ON dst.id = d.destination_id
+-- Fairness: the calling process passes how many deliveries of each destination it has in
+-- flight (%(busy_destinations)s, %(busy_counts)s) and the per-destination cap %(cap)s; no
+-- destination gets more than its remaining allowance. Candidates are picked first, without
+-- locks (FOR UPDATE cannot be combined with the window function that counts per
+-- destination), then locked SKIP LOCKED and re-checked. Each candidate branch is one
+-- ordered scan of its partial index that stops after %(scan)s rows passing its filter;
+-- destinations already at their cap are filtered out in that scan, so it walks past their
+-- due rows (index entries) but never returns them. Deliveries that cannot be sent now are
+-- 'held', outside the due index: the claim never walks them.
+-- A due row whose destination does not accept deliveries (it was paused, or its circuit
+-- opened, just as the row became pending) is parked as 'held' here rather than skipped, so
+-- it is walked once. The park re-reads the destination under a share lock (SKIP LOCKED: a
+-- change in progress is never waited for), so it never parks against a resume that
+-- committed. Every row comes back with `parked`, the count parked, and `trimmed`, the
+-- count of candidates left for lack of allowance (more may be due); a claim that took
+-- nothing comes back as one row of NULLs and those counts, or no row if both are 0.
+WITH busy AS (
+    SELECT * FROM unnest(%(busy_destinations)s::uuid[], %(busy_counts)s::int[])
+        AS b(destination_id, n)
+), expired_c AS (
+    SELECT d.id, d.destination_id, d.lease_expires_at AS at, 0 AS branch
+    FROM deliveries d JOIN destinations dst ON dst.id = d.destination_id
     WHERE d.status = 'in_flight' AND d.lease_expires_at <= now()
-      AND destination_accepts_deliveries(dst)
+      AND delivery_may_be_sent(dst, d.id)
+      AND d.destination_id <> ALL(%(capped)s::uuid[])
     ORDER BY d.lease_expires_at
-    LIMIT %(limit)s
-    FOR UPDATE OF d, e SKIP LOCKED
-), due AS (
-    SELECT d.id, destination_accepts_deliveries(dst) AS accepts
-    FROM deliveries d JOIN events e ON e.id = d.event_id
-    JOIN destinations dst ON dst.id = d.destination_id
+    LIMIT %(scan)s
+), due_c AS (
+    SELECT d.id, d.destination_id, d.next_attempt_at AS at, 1 AS branch
+    FROM deliveries d
     WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+      AND d.destination_id <> ALL(%(capped)s::uuid[])
     ORDER BY d.next_attempt_at
-    LIMIT %(limit)s
+    LIMIT %(scan)s
+), cand AS (
+    SELECT c.*, delivery_may_be_sent(dst, c.id) AS accepts
+    FROM (SELECT * FROM expired_c UNION ALL SELECT * FROM due_c) c
+    JOIN destinations dst ON dst.id = c.destination_id
+), ranked AS (
+    SELECT c.id, c.branch, c.at,
+           row_number() OVER (PARTITION BY c.destination_id ORDER BY c.branch, c.at) AS rn,
+           %(cap)s - COALESCE(b.n, 0) AS allowance
+    FROM cand c LEFT JOIN busy b ON b.destination_id = c.destination_id
+    WHERE c.accepts
+), chosen AS (
+    SELECT id, row_number() OVER (ORDER BY branch, at) AS ord
+    FROM ranked WHERE rn <= allowance ORDER BY branch, at LIMIT %(limit)s
+), picked AS (
+    -- Locked now, and re-checked on the row's latest version (another claim may have
+    -- taken it since the candidates' snapshot).
+    SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_id
+    WHERE d.id IN (SELECT id FROM chosen)
+      AND ((d.status = 'pending' AND d.next_attempt_at <= now())
+           OR (d.status = 'in_flight' AND d.lease_expires_at <= now()))
     FOR UPDATE OF d, e SKIP LOCKED
 ), parked AS (
     UPDATE deliveries d SET status = 'held', updated_at = now()
-    FROM due
-    WHERE d.id = due.id AND NOT due.accepts
+    FROM (SELECT x.id FROM deliveries x
+          WHERE x.id IN (SELECT id FROM cand WHERE NOT accepts AND branch = 1)
+            AND x.status = 'pending'
+          FOR UPDATE SKIP LOCKED) due
+    WHERE d.id = due.id
       AND EXISTS (SELECT 1 FROM destinations x
-                  WHERE x.id = d.destination_id AND NOT destination_accepts_deliveries(x)
+                  WHERE x.id = d.destination_id AND NOT delivery_may_be_sent(x, d.id)
                   FOR SHARE SKIP LOCKED)
     RETURNING d.id
-), picked AS (
-    (SELECT id FROM expired) UNION ALL (SELECT id FROM due WHERE accepts) LIMIT %(limit)s
 ), claimed AS (
     UPDATE deliveries d
     SET status = 'in_flight',
@@ -77,40 +108,122 @@ WITH expired AS (
            c.max_attempts, c.backoff, a.id AS attempt_id,
            e.id AS event_id, e.account_id, e.event_type, e.direction, e.body, e.content_type,
            d.id AS destination_id, d.url, d.timeout_seconds, d.signing_secret_enc,
-           d.auth_config_enc, d.custom_headers
+           CASE WHEN d.previous_secret_expires_at > now() THEN d.previous_signing_secret_enc
+           END AS previous_signing_secret_enc,
+           d.auth_config_enc, d.custom_headers, ch.ord
     FROM claimed c
+    JOIN chosen ch ON ch.id = c.id
     JOIN attempts a ON a.delivery_id = c.id
     JOIN events e ON e.id = c.event_id
     JOIN destinations d ON d.id = c.destination_id
 )
-SELECT p.parked, jobs.* FROM (SELECT count(*) AS parked FROM parked) p
+SELECT p.parked, t.trimmed, jobs.* FROM (SELECT count(*) AS parked FROM parked) p
+CROSS JOIN (SELECT count(*) AS trimmed FROM ranked WHERE rn > allowance) t
 LEFT JOIN jobs ON true
-WHERE jobs.delivery_id IS NOT NULL OR p.parked > 0;
+WHERE jobs.delivery_id IS NOT NULL OR p.parked > 0 OR t.trimmed > 0
+ORDER BY jobs.ord;
 
 -- name: finish_deliveries
--- Record a batch of finished attempts: two statements, sent together in one transaction.
--- The first locks the batch's events, in id order (every batch takes them in the same
--- order, so two flushers cannot deadlock; the claim never waits for a lock). The second
--- therefore runs on a snapshot that already sees every commit of whoever held those locks
--- before us, so the summaries it writes cannot lose a sibling delivery's update.
--- Fenced by the lease token: a row whose lease was taken over changes nothing, its
--- attempt neither, and does not come back. A retry of an event replayed meanwhile is
--- cancelled instead. Each delivery is looked up by primary key.
+-- Record a batch of finished attempts: three statements, one transaction. The first two
+-- lock the events, then the destinations to write, each in id order (no deadlock between
+-- flushers; the claim's foreign-key KEY SHARE does not conflict with NO KEY UPDATE). The
+-- third sees every commit of whoever held those locks before: no update is lost.
+-- Fenced by the lease token: a row whose lease was taken over changes nothing. A retry
+-- of an event replayed meanwhile is cancelled. Destination health: see `tally`.
 SELECT 1 FROM events WHERE id = ANY(%(event_ids)s::uuid[]) ORDER BY id FOR UPDATE;
+SELECT 1 FROM destinations WHERE id = ANY(%(destination_ids)s::uuid[])
+  AND (id = ANY(%(failing_ids)s::uuid[]) OR NOT (consecutive_failures = 0
+       AND circuit_state = 'closed' AND last_success_at >= now() - interval '1 second'))
+ORDER BY id FOR NO KEY UPDATE;
 WITH input AS (
     SELECT * FROM unnest(%(delivery_ids)s::uuid[], %(lease_tokens)s::uuid[],
                          %(attempt_ids)s::uuid[], %(statuses)s::text[],
                          %(retry_ins)s::float8[], %(outcomes)s::text[],
                          %(response_statuses)s::int[], %(response_bodies)s::text[],
-                         %(error_messages)s::text[], %(latencies)s::int[])
+                         %(error_messages)s::text[], %(latencies)s::int[],
+                         %(gones)s::bool[])
         AS i(delivery_id, lease_token, attempt_id, status, retry_in, outcome,
-             response_status, response_body, error_message, latency_ms)
+             response_status, response_body, error_message, latency_ms, gone)
+), live AS (
+    -- The rows whose lease still holds (the fence below re-checks it under the row lock).
+    SELECT i.*, d.destination_id FROM input i JOIN deliveries d ON d.id = i.delivery_id
+    WHERE d.lease_token = i.lease_token AND d.status = 'in_flight'
+), tally AS (
+    -- Destination health, per destination over the batch: a success resets the failure
+    -- run and closes the circuit (releasing its held deliveries); failures extend the run,
+    -- open the circuit at %(threshold)s in a row (or re-open a half-open one, the cool-down
+    -- doubling per re-open up to %(cooldown_max)s), and disable the destination once it has
+    -- failed continuously for %(disable_after)s; a 410 Gone disables it at once. A
+    -- destination that stops accepting here has its waiting deliveries held, the batch's
+    -- retries included; every row comes back with the destinations whose state changed
+    -- (for the log) and how many held deliveries were released (to NOTIFY).
+    SELECT destination_id,
+           count(*) FILTER (WHERE outcome = 'success') > 0 AS ok,
+           count(*) FILTER (WHERE outcome NOT IN ('success', 'cancelled')) AS failed,
+           bool_or(gone) AS gone
+    FROM live GROUP BY destination_id
+), step AS (
+    SELECT dst.id, dst.circuit_state AS was_circuit, dst.disabled_at AS was_disabled,
+           destination_accepts_deliveries(dst) AS was_accepting, dst.active,
+           t.ok, t.failed, t.gone,
+           CASE WHEN t.ok THEN 0 ELSE dst.consecutive_failures + t.failed END AS failures,
+           CASE WHEN t.ok THEN NULL ELSE COALESCE(dst.failing_since, now()) END AS since,
+           CASE
+               WHEN t.ok THEN 'closed'
+               WHEN t.failed > 0 AND (dst.circuit_state = 'half_open'
+                   OR (dst.circuit_state = 'closed'
+                       AND dst.consecutive_failures + t.failed >= %(threshold)s))
+               THEN 'open'
+               ELSE dst.circuit_state END AS circuit,
+           dst.circuit_opens, dst.circuit_open_until, dst.circuit_probe_id,
+           dst.disabled_reason
+    FROM tally t JOIN destinations dst ON dst.id = t.destination_id
+    WHERE (t.ok OR t.failed > 0)
+      -- A healthy destination that succeeded within the last second is not written again
+      -- (nor locked above): under load its row is not a point of contention between
+      -- flushers, and last_success_at is exact to a second.
+      AND NOT (t.failed = 0 AND NOT t.gone AND dst.consecutive_failures = 0
+               AND dst.circuit_state = 'closed'
+               AND dst.last_success_at >= now() - interval '1 second')
+), verdict AS (
+    SELECT s.*,
+           CASE
+               WHEN s.was_disabled IS NOT NULL THEN s.was_disabled
+               WHEN s.gone OR (NOT s.ok AND s.failed > 0
+                   AND s.since <= now() - make_interval(secs => %(disable_after)s::float8))
+               THEN now() END AS disabled_at,
+           CASE
+               WHEN s.was_disabled IS NOT NULL THEN s.disabled_reason
+               WHEN s.gone THEN 'destination answered 410 Gone'
+               WHEN NOT s.ok AND s.failed > 0
+                   AND s.since <= now() - make_interval(secs => %(disable_after)s::float8)
+               THEN 'failing continuously since ' || to_char(s.since AT TIME ZONE 'UTC',
+                   'YYYY-MM-DD"T"HH24:MI:SS"Z"') || ' (DESTINATION_DISABLE_AFTER)'
+               END AS reason,
+           s.circuit = 'open' AND s.was_circuit <> 'open' AS opening
+    FROM step s
+), accepting AS (
+    SELECT v.*,
+           v.active AND v.disabled_at IS NULL AND v.circuit = 'closed' AS accepting
+    FROM verdict v
+), decided AS (
+    -- stops: this batch made the destination stop accepting (or re-opened its circuit).
+    SELECT a.*,
+           NOT a.accepting AND (a.was_accepting OR a.opening
+               OR (a.disabled_at IS NOT NULL AND a.was_disabled IS NULL)) AS stops
+    FROM accepting a
 ), fenced AS (
     UPDATE deliveries d
     SET status = CASE
             WHEN i.status = 'pending'
                  AND (SELECT e.status FROM events e WHERE e.id = d.event_id) = 'replayed'
-            THEN 'cancelled' ELSE i.status END,
+            THEN 'cancelled'
+            -- This batch made its destination stop accepting: held with the others
+            -- (one that already did not accept is parked by the claim when due).
+            WHEN i.status = 'pending' AND (SELECT x.stops FROM decided x
+                                           WHERE x.id = d.destination_id)
+            THEN 'held'
+            ELSE i.status END,
         next_attempt_at = CASE WHEN i.status = 'pending'
             THEN now() + make_interval(secs => i.retry_in)
             ELSE d.next_attempt_at END,
@@ -118,6 +231,42 @@ WITH input AS (
     FROM input i
     WHERE d.id = i.delivery_id AND d.lease_token = i.lease_token AND d.status = 'in_flight'
     RETURNING d.id, d.event_id, d.status, d.attempt_count, d.next_attempt_at, i.attempt_id
+), health AS (
+    UPDATE destinations dst
+    SET consecutive_failures = v.failures,
+        failing_since = v.since,
+        last_success_at = CASE WHEN v.ok THEN now() ELSE dst.last_success_at END,
+        last_failure_at = CASE WHEN v.failed > 0 THEN now() ELSE dst.last_failure_at END,
+        circuit_state = v.circuit,
+        circuit_opens = CASE WHEN v.circuit = 'closed' THEN 0
+                             WHEN v.opening THEN v.circuit_opens + 1
+                             ELSE v.circuit_opens END,
+        circuit_open_until = CASE
+            WHEN v.circuit = 'closed' THEN NULL
+            WHEN v.opening THEN now() + make_interval(secs => LEAST(%(cooldown_max)s::float8,
+                %(cooldown)s::float8 * 2.0 ^ LEAST(v.circuit_opens, 30)))
+            ELSE v.circuit_open_until END,
+        circuit_probe_id = CASE WHEN v.circuit = 'half_open' THEN v.circuit_probe_id END,
+        disabled_at = v.disabled_at,
+        disabled_reason = v.reason,
+        updated_at = now()
+    FROM decided v WHERE dst.id = v.id
+    RETURNING dst.id, dst.name, dst.account_id, v.was_circuit, dst.circuit_state,
+              dst.consecutive_failures, dst.circuit_open_until, v.was_disabled,
+              dst.disabled_at, dst.disabled_reason
+), held AS (
+    -- Stopped accepting: the destination's waiting deliveries leave the claim's path.
+    UPDATE deliveries d SET status = 'held', updated_at = now()
+    FROM decided v
+    WHERE v.stops AND d.destination_id = v.id AND d.status = 'pending'
+    RETURNING d.id
+), released AS (
+    -- Accepting again (the probe succeeded): its held deliveries are pending again.
+    UPDATE deliveries d SET status = 'pending', updated_at = now()
+    FROM decided v
+    WHERE v.accepting AND NOT v.was_accepting
+      AND d.destination_id = v.id AND d.status = 'held'
+    RETURNING d.id
 ), attempt AS (
     UPDATE delivery_attempts a
     SET outcome = i.outcome, finished_at = now(), response_status = i.response_status,
@@ -164,7 +313,56 @@ WITH input AS (
     FROM summary s
     WHERE e.id = s.event_id
 )
-SELECT id AS delivery_id, status FROM fenced;
+SELECT id AS delivery_id, status,
+       (SELECT count(*) FROM released) AS released,
+       (SELECT count(*) FROM held) AS held,
+       (SELECT jsonb_agg(to_jsonb(h)) FROM health h
+        WHERE h.was_circuit <> h.circuit_state
+           OR h.was_disabled IS DISTINCT FROM h.disabled_at) AS transitions
+FROM fenced;
+
+-- name: release_circuit_probes
+-- The cool-down is over: each such destination's circuit goes half-open and its earliest
+-- held delivery is released as the probe (due now), which alone the claim may send. A
+-- half-open circuit whose probe never came back (lost, deleted, replayed) gets a new probe
+-- after %(probe_window)s. Run by every delivery process: SKIP LOCKED and a conditional
+-- UPDATE, so two processes never release two probes for one destination. A circuit with
+-- nothing held stays open until a delivery arrives (the claim parks it; the next step
+-- releases it).
+WITH ready AS (
+    SELECT dst.id FROM destinations dst
+    WHERE dst.circuit_state <> 'closed' AND dst.circuit_open_until <= now()
+      AND dst.active AND dst.disabled_at IS NULL
+    ORDER BY dst.circuit_open_until
+    LIMIT 100
+    FOR NO KEY UPDATE SKIP LOCKED
+), probe AS (
+    SELECT r.id AS destination_id, p.id AS delivery_id
+    FROM ready r
+    CROSS JOIN LATERAL (
+        SELECT d.id FROM deliveries d
+        WHERE d.destination_id = r.id AND d.status = 'held'
+        ORDER BY d.next_attempt_at
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    ) p
+), half_open AS (
+    UPDATE destinations dst
+    SET circuit_state = 'half_open', circuit_probe_id = p.delivery_id,
+        circuit_open_until = now() + make_interval(secs => %(probe_window)s::float8),
+        updated_at = now()
+    FROM probe p WHERE dst.id = p.destination_id
+    RETURNING dst.id
+), released AS (
+    UPDATE deliveries d
+    SET status = 'pending', next_attempt_at = LEAST(d.next_attempt_at, now()),
+        updated_at = now()
+    FROM probe p WHERE d.id = p.delivery_id
+    RETURNING d.id
+)
+SELECT p.destination_id, p.delivery_id,
+       (SELECT count(*) FROM half_open) + (SELECT count(*) FROM released) AS changed
+FROM probe p;
 
 -- name: hold_destination_deliveries
 -- A destination stopped accepting deliveries (paused): its waiting deliveries leave the

@@ -2,8 +2,8 @@
 
 -- name: status_queue
 -- Deliveries by state. Due: pending and its time has come (what the delivery processes should
--- be sending now); scheduled: pending for later (a retry's backoff); held: waiting on a paused
--- destination. The age of the oldest due delivery says whether the queue is moving.
+-- be sending now); scheduled: pending for later (a retry's backoff); held: waiting on a paused,
+-- disabled or circuit-open destination. The age of the oldest due delivery says whether the queue is moving.
 SELECT
     count(*) FILTER (WHERE status = 'pending' AND next_attempt_at <= now()) AS due,
     count(*) FILTER (WHERE status = 'pending' AND next_attempt_at > now()) AS scheduled,
@@ -24,12 +24,16 @@ WHERE status = 'dead' AND updated_at > now() - make_interval(hours => %(hours)s)
 
 -- name: status_unhealthy_destinations
 -- Destinations that are not delivering normally, with the deliveries waiting on each.
--- state: 'paused' (active = false) for now; circuit-open and disabled destinations belong
--- here too once they exist (add them as further states of this one query).
-SELECT dst.id, dst.account_id, dst.name, 'paused' AS state,
+-- state: 'disabled' (410 Gone or failing for DESTINATION_DISABLE_AFTER), 'paused'
+-- (active = false), 'circuit_open' (its circuit is open or half-open: held, probing).
+SELECT dst.id, dst.account_id, dst.name,
+    CASE WHEN dst.disabled_at IS NOT NULL THEN 'disabled'
+         WHEN NOT dst.active THEN 'paused'
+         ELSE 'circuit_open' END AS state,
+    dst.disabled_reason, dst.consecutive_failures,
     (SELECT count(*) FROM deliveries d
      WHERE d.destination_id = dst.id AND d.status IN ('held', 'pending')) AS waiting
 FROM destinations dst
-WHERE NOT dst.active
+WHERE NOT dst.active OR dst.disabled_at IS NOT NULL OR dst.circuit_state <> 'closed'
 ORDER BY waiting DESC, dst.name
 LIMIT %(limit)s;
