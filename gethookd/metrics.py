@@ -15,6 +15,8 @@ process: they are read from the database when a scrape asks (`render(snapshot)`)
 from __future__ import annotations
 
 import os
+import struct
+import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -120,7 +122,22 @@ class _Snapshot:
 
 
 def render(snapshot: dict | None) -> tuple[bytes, str]:
-    """The exposition text: every process's samples added up, and the database's snapshot."""
+    """The exposition text: every process's samples added up, and the database's snapshot.
+
+    A process that is starting (its sample file created but still empty) or was killed in
+    the middle of a write can make one read of the directory fail; the read is tried again.
+    """
+    for attempt in range(3):
+        try:
+            return generate_latest(_registry(snapshot)), CONTENT_TYPE_LATEST
+        except (ValueError, RuntimeError, struct.error, OSError):
+            if attempt == 2:
+                raise
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
+def _registry(snapshot: dict | None) -> CollectorRegistry:
     registry = CollectorRegistry()
     if os.environ.get(ENV):
         from prometheus_client import multiprocess
@@ -132,7 +149,7 @@ def render(snapshot: dict | None) -> tuple[bytes, str]:
         registry.register(_Proxy(REGISTRY))
     if snapshot is not None:
         registry.register(_Snapshot(snapshot))
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return registry
 
 
 class _Proxy:
