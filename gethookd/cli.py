@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import click
@@ -148,6 +149,33 @@ def _report_key_rotation(config: config_mod.Config) -> None:
         click.echo("every secret uses ENCRYPTION_KEY: ENCRYPTION_KEY_PREVIOUS can be unset")
 
 
+@contextlib.contextmanager
+def _admin_database(config: config_mod.Config, *, migrate: bool = False):
+    """(config, database) for an admin command. Beside a running gateway on the embedded
+    PostgreSQL it adopts that server (else it starts and stops one); a database error
+    exits 3 with the reason."""
+    import psycopg2
+
+    from gethookd.db import Database
+    from gethookd.process import daemon
+
+    embedded = daemon.Embedded()
+    try:
+        config = embedded.prepare(config)
+        if migrate and daemon.migrate_now(config) != 0:
+            sys.exit(3)
+        database = Database(config.DATABASE_URL, maxconn=1)
+        try:
+            yield config, database
+        finally:
+            database.close()
+    except psycopg2.Error as exc:
+        click.echo(f"gethookd: database error: {str(exc).strip()}", err=True)
+        sys.exit(3)
+    finally:
+        embedded.stop()
+
+
 @main.command(epilog=EXIT_CODES)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.option(
@@ -169,25 +197,10 @@ def status(as_json: bool, stuck_after: str, config_file: str | None) -> None:
         raise click.BadParameter(str(exc), param_hint="--stuck-after") from None
     config = _load(config_file)
 
-    import psycopg2
-
     from gethookd import status as status_mod
-    from gethookd.db import Database
-    from gethookd.process import daemon
 
-    embedded = daemon.Embedded()
-    try:
-        config = embedded.prepare(config)
-        database = Database(config.DATABASE_URL, maxconn=1)
-        try:
-            report = status_mod.queue_state(database)
-        finally:
-            database.close()
-    except psycopg2.Error as exc:
-        click.echo(f"gethookd: database error: {str(exc).strip()}", err=True)
-        sys.exit(3)
-    finally:
-        embedded.stop()
+    with _admin_database(config) as (config, database):
+        report = status_mod.queue_state(database)
     report["processes"] = status_mod.processes()
     report["stuck_after_seconds"] = threshold
     report["stuck"] = report["queue"]["due"] > 0 and report["oldest_due_seconds"] > threshold
@@ -228,12 +241,8 @@ def rotate_key(batch_size: int, pause: str, config_file: str | None) -> None:
         raise click.BadParameter(str(exc), param_hint="--pause") from None
     config = _load(config_file)
 
-    import psycopg2
-
     from gethookd import keyrotation
     from gethookd.crypto import SecretBox
-    from gethookd.db import Database
-    from gethookd.process import daemon
 
     if not config.ENCRYPTION_KEY_PREVIOUS:
         click.echo(
@@ -241,22 +250,11 @@ def rotate_key(batch_size: int, pause: str, config_file: str | None) -> None:
             "opens are brought to its key id",
             err=True,
         )
-    embedded = daemon.Embedded()
-    try:
-        config = embedded.prepare(config)
+    with _admin_database(config) as (config, database):
         box = SecretBox(config.ENCRYPTION_KEY, config.ENCRYPTION_KEY_PREVIOUS)
-        database = Database(config.DATABASE_URL, maxconn=1)
-        try:
-            total = sum(keyrotation.count_stale(database, box).values())
-            with click.progressbar(length=total, label="re-encrypting secrets") as bar:
-                result = keyrotation.rotate(database, box, batch_size, pause_seconds, bar.update)
-        finally:
-            database.close()
-    except psycopg2.Error as exc:
-        click.echo(f"gethookd: database error: {str(exc).strip()}", err=True)
-        sys.exit(3)
-    finally:
-        embedded.stop()
+        total = sum(keyrotation.count_stale(database, box).values())
+        with click.progressbar(length=total, label="re-encrypting secrets") as bar:
+            result = keyrotation.rotate(database, box, batch_size, pause_seconds, bar.update)
     click.echo(f"re-encrypted {result.rewritten} value(s) under key {box.key_id}")
     if result.unreadable:
         for table, column, row_id in sorted(result.unreadable):
@@ -287,36 +285,19 @@ def purge(dry_run: bool, batch_size: int, config_file: str | None) -> None:
     """
     config = _load(config_file)
 
-    import psycopg2
-
     from gethookd import retention
-    from gethookd.db import Database
-    from gethookd.process import daemon
 
-    embedded = daemon.Embedded()
-    try:
-        config = embedded.prepare(config)
+    with _admin_database(config) as (config, database):
         if dry_run:
             done = retention.run_exclusive(config, dry_run=True)
         else:
-            database = Database(config.DATABASE_URL, maxconn=1)
-            try:
-                total = sum(retention.count(database, config.RETENTION_DAYS).values())
-            finally:
-                database.close()
+            total = sum(retention.count(database, config.RETENTION_DAYS).values())
             with click.progressbar(length=total, label="deleting expired events") as bar:
                 done = retention.run_exclusive(config, batch=batch_size, progress=bar.update)
-    except psycopg2.Error as exc:
-        click.echo(f"gethookd: database error: {str(exc).strip()}", err=True)
-        sys.exit(3)
-    finally:
-        embedded.stop()
     if done is None:
         click.echo("gethookd: another process is purging now; try again later", err=True)
         sys.exit(1)
-    click.echo(
-        click.echo(f"{done} expired event(s) " + ("would be deleted" if dry_run else "deleted"))
-    )
+    click.echo(f"{done} expired event(s) " + ("would be deleted" if dry_run else "deleted"))
 
 
 @main.group()
@@ -333,31 +314,15 @@ def accounts_create(name: str, email: str | None, as_json: bool, config_file: st
     """Create an account and its first API key; the key is printed once."""
     config = _load(config_file)
 
-    import psycopg2
-
-    from gethookd.db import Database
     from gethookd.errors import DomainError
-    from gethookd.process import daemon
     from gethookd.service import Gateway
 
-    embedded = daemon.Embedded()
-    try:
-        config = embedded.prepare(config)
-        if daemon.migrate_now(config) != 0:
-            sys.exit(3)
-        database = Database(config.DATABASE_URL, maxconn=1)
+    with _admin_database(config, migrate=True) as (config, database):
         try:
             boot = Gateway(config, database).register(name, email, None)
-        finally:
-            database.close()
-    except DomainError as exc:
-        click.echo(f"gethookd: {exc.message}", err=True)
-        sys.exit(2)
-    except psycopg2.Error as exc:
-        click.echo(f"gethookd: database error: {str(exc).strip()}", err=True)
-        sys.exit(3)
-    finally:
-        embedded.stop()
+        except DomainError as exc:
+            click.echo(f"gethookd: {exc.message}", err=True)
+            sys.exit(2)
     if as_json:
         from gethookd.api.app import to_json
 
