@@ -98,6 +98,8 @@ def queue_state(database: Database, destinations_limit: int = 50) -> dict[str, A
                 "name": d["name"],
                 "state": d["state"],
                 "waiting": d["waiting"],
+                "disabled_reason": d.get("disabled_reason"),
+                "consecutive_failures": d.get("consecutive_failures"),
             }
             for d in unhealthy
         ],
@@ -123,8 +125,9 @@ def render(report: dict[str, Any]) -> str:
     unhealthy = report["unhealthy_destinations"]
     lines.append(f"destinations not healthy: {len(unhealthy)}")
     for d in unhealthy:
+        why = f" ({d['disabled_reason']})" if d.get("disabled_reason") else ""
         lines.append(
-            f"  {d['name']} ({d['id']}, account {d['account_id']}): {d['state']}, "
+            f"  {d['name']} ({d['id']}, account {d['account_id']}): {d['state']}{why}, "
             f"{d['waiting']} waiting"
         )
     lines.append(

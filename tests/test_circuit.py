@@ -165,6 +165,7 @@ def test_a_destination_failing_for_the_period_is_disabled_and_re_enabled(
         finally:
             database.close()
         assert shown["state"] == "disabled" and shown["waiting"] == 2
+        assert "failing continuously since" in shown["disabled_reason"]
         assert gw.metrics_snapshot()["destinations"]["disabled"] == 1  # /metrics' gauge
         assert "disabled: failing continuously" in daemon.log()
 
