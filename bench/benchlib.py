@@ -7,10 +7,28 @@ embedded PostgreSQL in a temporary directory, as `gethookd run` would.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+
+def code_version() -> str:
+    """Which gethookd is measured: its checkout and commit (PYTHONPATH may point elsewhere)."""
+    import gethookd
+
+    root = Path(gethookd.__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "log", "-1", "--format=%h %ad", "--date=short"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except Exception:
+        rev = "?"
+    return f"{root} ({rev})"
 
 
 class Postgres:

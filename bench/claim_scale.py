@@ -24,13 +24,12 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchlib import Postgres
+from benchlib import Postgres, code_version
 
 ACTIVE_ROWS = 5000  # rows of the destination that stays active (the newest)
 CLAIM = 50
@@ -82,22 +81,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if (args.claims + WARMUP) * CLAIM > ACTIVE_ROWS:
         parser.error(f"--claims at most {ACTIVE_ROWS // CLAIM - WARMUP}")
     return args
-
-
-def code_version() -> str:
-    import gethookd
-
-    root = Path(gethookd.__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(root), "log", "-1", "--format=%h %ad", "--date=short"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except Exception:
-        rev = "?"
-    return f"{root} ({rev})"
 
 
 class Bench:

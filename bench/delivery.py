@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import Postgres
+from benchlib import Postgres, code_version
 
 BODY = json.dumps(
     {"type": "invoice.paid", "id": "in_1234567890", "amount": 1299, "currency": "eur"}
@@ -189,22 +189,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.events < 1 or set(args.cases) - {"a", "b", "c"}:
         parser.error("--events must be positive and --cases a subset of a,b,c")
     return args
-
-
-def code_version() -> str:
-    import gethookd
-
-    root = Path(gethookd.__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(root), "log", "-1", "--format=%h", "--date=short"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except Exception:
-        rev = "?"
-    return f"{root} ({rev})"
 
 
 class Run:

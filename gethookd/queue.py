@@ -109,14 +109,6 @@ def claim(
     return claim_fair(db, limit, lease_seconds, cap, busy).jobs
 
 
-def claim_batch(db: Database, limit: int, lease_seconds: float) -> tuple[list[Job], int]:
-    """claim(), and how many due deliveries it parked as 'held' on the way (their
-    destination does not accept deliveries now): a claim that parked some may have
-    come back short although more is due."""
-    claimed = claim_fair(db, limit, lease_seconds)
-    return claimed.jobs, claimed.parked
-
-
 def claim_fair(
     db: Database,
     limit: int,

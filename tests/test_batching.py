@@ -142,7 +142,8 @@ def test_pause_holds_waiting_deliveries_and_resume_releases_them_in_order(gw, da
     assert {d["status"] for d in held} == {"held"} and len(held) == 3
     assert {e: event(database, e)["status"] for e in ids} == dict.fromkeys(ids, "queued")
     # Only the active destination's deliveries are claimed; nothing is parked.
-    jobs, parked = queue.claim_batch(database, 10, LEASE)
+    claimed = queue.claim_fair(database, 10, LEASE)
+    jobs, parked = claimed.jobs, claimed.parked
     assert parked == 0 and {j.destination_id for j in jobs} == {setup.dests[1]}
     assert len(jobs) == 3
     for job in jobs:
@@ -169,8 +170,8 @@ def test_a_held_delivery_after_a_failure_counts_as_retry_scheduled(gw, database)
     assert deliveries_of(database, [event_id])[0]["status"] == "in_flight"
     assert queue.finish(database, job, FAIL, 0.0) == "pending"
     # The retry became pending for a paused destination: the claim parks it.
-    jobs, parked = queue.claim_batch(database, 10, LEASE)
-    assert (jobs, parked) == ([], 1)
+    claimed = queue.claim_fair(database, 10, LEASE)
+    assert (claimed.jobs, claimed.parked) == ([], 1)
     [row] = deliveries_of(database, [event_id])
     assert row["status"] == "held"
     ev = event(database, event_id)
@@ -183,14 +184,16 @@ def test_the_claim_parks_a_pending_row_of_a_paused_destination(gw, database):
     # A delivery inserted as pending just as its destination was paused: the pause's hold
     # did not see it. Simulated by switching the destination off behind the API's back.
     sql(database, "UPDATE destinations SET active = false WHERE id = %s", (setup.dests[0],))
-    jobs, parked = queue.claim_batch(database, 10, LEASE)
-    assert parked == 2
+    claimed = queue.claim_fair(database, 10, LEASE)
+    jobs = claimed.jobs
+    assert claimed.parked == 2
     assert {j.destination_id for j in jobs} == {setup.dests[1]} and len(jobs) == 2
     statuses = {
         d["destination_id"]: d["status"] for d in deliveries_of(database, ids)[:4]
     }  # per destination
     assert statuses[setup.dests[0]] == "held"
-    assert queue.claim_batch(database, 10, LEASE) == ([], 0)  # walked once, not again
+    again = queue.claim_fair(database, 10, LEASE)
+    assert (again.jobs, again.parked) == ([], 0)  # walked once, not again
     setup.resume(0)
     assert {j.destination_id for j in queue.claim(database, 10, LEASE)} == {setup.dests[0]}
 

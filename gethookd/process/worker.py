@@ -7,7 +7,7 @@ Imported only in a freshly forked child (or a test), after gevent has patched th
                  -> pool.spawn(_process) per job
     _process():  deliver.send (no transaction open) -> retry.next_delay on failure
                  -> hand the result to the flusher; the slot is free at once
-    _flush_loop(): queue.finish_many(everything handed over while the previous batch was
+    _flush_loop(): queue.finish_batch(everything handed over while the previous batch was
                  being written)  [one lease-fenced transaction per batch], then the
                  retry wake-ups and one log line per delivery, with the status written.
     stop():      no more claims; in-flight sends finish within DRAIN_TIMEOUT, and any
