@@ -221,6 +221,25 @@ def test_malformed_sign_in_is_a_400(api_daemon, body):
     assert "Set-Cookie" not in resp.headers
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_sign_in_takes_only_json_so_a_cross_site_form_cannot_sign_in(api_daemon, content_type):
+    _, address = _owner(api_daemon.url)
+    body = f'{{"email": "{address}", "password": "{PASSWORD}"}}'.encode()
+    headers = {"Content-Type": content_type} if content_type else {}
+    resp = requests.post(
+        api_daemon.url + "/v1/console/session", data=body, headers=headers, timeout=10
+    )
+    assert resp.status_code == 415, resp.text
+    assert set(resp.json()) == {"error"} and "Set-Cookie" not in resp.headers
+    ok = requests.post(
+        api_daemon.url + "/v1/console/session",
+        data=body,
+        headers={"Content-Type": "application/json; charset=utf-8"},
+        timeout=10,
+    )
+    assert ok.status_code == 201
+
+
 def test_wrong_credentials_are_a_401_without_a_cookie(api_daemon):
     _, address = _owner(api_daemon.url)
     for body in (

@@ -988,9 +988,10 @@ PATHS: dict[str, dict] = {
             ref("ConsoleSession"),
             auth=False,
             body="ConsoleSignIn",
-            errors=("401", "429"),
+            errors=("401", "415", "429"),
             error_texts={
                 "401": "Wrong email or password, or an invalid API key.",
+                "415": "The body is not sent as application/json.",
                 "429": "Too many failed sign-ins for this email or from this address; "
                 "Retry-After says when to try again.",
             },

@@ -479,6 +479,13 @@ class ConsoleSession(Base):
     public_methods = ("POST",)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        media = (req.content_type or "").split(";")[0].strip().lower()
+        if media != falcon.MEDIA_JSON:
+            # A cross-site HTML form can post text/plain that parses as JSON, signing the
+            # browser in to the attacker's account (login CSRF); it cannot send this type.
+            raise falcon.HTTPUnsupportedMediaType(
+                description="sign in with Content-Type: application/json"
+            )
         body = v.json_body(req)
         v.reject_unknown(body, ("email", "password", "api_key"))
         if "api_key" in body:
