@@ -189,21 +189,20 @@ class Replays(Events):
                 )
                 log.info("replay job %s finished", job["id"])
                 return done, 0
-            cur.run("replay_lock_originals", {"ids": [r["id"] for r in rows]})
-            replayed = skipped = 0
-            for row in rows:
-                claim = {"job_id": job["id"], "original": row["id"]}
-                if cur.one("replay_item_take", claim) is None:
-                    continue  # this job replayed it already
-                try:
-                    stored = self.replay_in(cur, account, row["id"], None, to_dest)
-                except NotFound:  # deleted (retention) since the batch was read
-                    stored = None
-                if stored is None:
-                    skipped += 1
-                    continue
-                cur.run("replay_item_done", {**claim, "replay": stored["id"]})
-                replayed += 1
+            taken = [
+                r["original_event_id"]
+                for r in cur.all(
+                    "replay_items_take", {"job_id": job["id"], "ids": [r["id"] for r in rows]}
+                )
+            ]  # those this job has not replayed yet (all of them, but for a lost cursor)
+            stored = self.replay_in(cur, account, taken, None, to_dest) if taken else {}
+            done = {o: r["id"] for o, r in stored.items() if r is not None}
+            if done:
+                cur.run(
+                    "replay_items_done",
+                    {"job_id": job["id"], "originals": list(done), "replays": list(done.values())},
+                )
+            replayed, skipped = len(done), len(taken) - len(done)
             job = cur.one(
                 "replay_job_advance",
                 {

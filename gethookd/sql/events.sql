@@ -73,16 +73,19 @@ WHERE account_id = %(account_id)s AND direction = 'outbound'
   AND external_event_id = %(external_event_id)s AND replay_of IS NULL;
 
 -- name: mark_replayed
--- Deliveries of the original that have not started yet (due or held) are superseded by
--- the replay.
+-- Deliveries of the originals that have not started yet (due or held) are superseded by
+-- their replays.
 WITH cancelled AS (
     UPDATE deliveries SET status = 'cancelled', lease_token = NULL, updated_at = now()
-    WHERE event_id = %(id)s AND status IN ('pending', 'held')
+    WHERE event_id = ANY(%(ids)s::uuid[]) AND status IN ('pending', 'held')
 )
-UPDATE events SET status = 'replayed', next_attempt_at = NULL WHERE id = %(id)s;
+UPDATE events SET status = 'replayed', next_attempt_at = NULL
+WHERE id = ANY(%(ids)s::uuid[]);
 
--- name: lock_event_for_replay
-SELECT id FROM events WHERE id = %(id)s AND account_id = %(account_id)s FOR UPDATE;
+-- name: lock_events_for_replay
+-- In id order, the order the delivery flush locks events in: no deadlock between them.
+SELECT * FROM events WHERE id = ANY(%(ids)s::uuid[]) AND account_id = %(account_id)s
+ORDER BY id FOR UPDATE;
 
 -- name: stats_by_status
 SELECT status, count(*) AS count FROM events

@@ -3,17 +3,17 @@
 -- (event_filter.sql); each is replayed by the same code as a single replay.
 
 -- name: mark_replayed_to
--- A replay to one destination supersedes only the original's waiting delivery there; the
+-- A replay to one destination supersedes only the originals' waiting deliveries there; an
 -- original is 'replayed' (its retries stop) only when no other delivery of it still waits.
 WITH cancelled AS (
     UPDATE deliveries SET status = 'cancelled', lease_token = NULL, updated_at = now()
-    WHERE event_id = %(id)s AND destination_id = %(destination_id)s
+    WHERE event_id = ANY(%(ids)s::uuid[]) AND destination_id = %(destination_id)s
       AND status IN ('pending', 'held')
 )
-UPDATE events SET status = 'replayed', next_attempt_at = NULL
-WHERE id = %(id)s
+UPDATE events e SET status = 'replayed', next_attempt_at = NULL
+WHERE e.id = ANY(%(ids)s::uuid[])
   AND NOT EXISTS (SELECT 1 FROM deliveries d
-                  WHERE d.event_id = %(id)s AND d.destination_id <> %(destination_id)s
+                  WHERE d.event_id = e.id AND d.destination_id <> %(destination_id)s
                     AND d.status IN ('pending', 'held', 'in_flight'));
 
 -- name: replay_now
@@ -72,20 +72,17 @@ SET state = 'cancelled', finished_at = now(), updated_at = now()
 WHERE id = %(id)s AND account_id = %(account_id)s AND state IN ('pending', 'running')
 RETURNING *;
 
--- name: replay_lock_originals
--- The batch's originals locked up front in id order, the order the delivery flush locks
--- events in, so a batch and a flush never deadlock.
-SELECT id FROM events WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE;
-
--- name: replay_item_take
--- Claims an original for this job; nothing back means it was replayed by this job already.
-INSERT INTO replay_job_items (job_id, original_event_id) VALUES (%(job_id)s, %(original)s)
+-- name: replay_items_take
+-- Claims the batch's originals for this job; back come those it had not replayed yet.
+INSERT INTO replay_job_items (job_id, original_event_id)
+SELECT %(job_id)s, unnest(%(ids)s::uuid[])
 ON CONFLICT DO NOTHING
 RETURNING original_event_id;
 
--- name: replay_item_done
-UPDATE replay_job_items SET replay_event_id = %(replay)s
-WHERE job_id = %(job_id)s AND original_event_id = %(original)s;
+-- name: replay_items_done
+UPDATE replay_job_items i SET replay_event_id = r.replay
+FROM unnest(%(originals)s::uuid[], %(replays)s::uuid[]) AS r(original, replay)
+WHERE i.job_id = %(job_id)s AND i.original_event_id = r.original;
 
 -- name: replay_job_advance
 -- In the batch's transaction: the cursor and the counts move with the replays themselves.
