@@ -142,6 +142,7 @@ class Replays(Events):
                 job = cur.one("replay_job_start", {"id": job_id})
             if job is None:  # finished, failed or cancelled meanwhile
                 return self.get(None, job_id)
+            rate = rate or job["rate"]
             if rate:
                 batch = max(1, min(batch, int(rate)))
             while not stopping():
