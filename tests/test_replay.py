@@ -340,3 +340,40 @@ def test_one_runner_per_job_and_cancel(api, module_db_url, encryption_key):
         assert again["state"] == "cancelled" and again["replayed"] == 5
     finally:
         database.close()
+
+
+def test_replay_to_one_destination_leaves_the_others_waiting(api, sink, module_db_url):
+    """The original's delivery to another destination still waits (held, paused): it is
+    neither cancelled nor stopped by a replay to the first one."""
+    objs = api.pipeline(sink.url)
+    source, first = objs["source"], objs["destination"]
+    paused = api.data("POST", "/v1/destinations", {"name": "p", "url": sink.url + "/p"}, 201)
+    api.data("PATCH", f"/v1/destinations/{paused['id']}", {"active": False})
+    api.data("POST", "/v1/routes", {"source_id": source["id"], "destination_id": paused["id"]}, 201)
+    event = requests.post(source["ingest_url"], data=b"both").json()["data"]
+    wait_for(lambda: len(sink.requests) == 1, what="the delivery to the active destination")
+
+    body = {"source_id": source["id"], "to_destination_id": first["id"]}
+    job = api.data("POST", "/v1/events/replay", body, 202)
+    assert _finished(api, job["id"])["replayed"] == 1
+    wait_for(lambda: len(sink.requests) == 2, what="the replay at the active destination")
+    assert [r["path"] for r in sink.requests] == ["/hook", "/hook"]
+    statuses = dict(
+        _sql(
+            module_db_url,
+            "SELECT destination_id::text, status FROM deliveries WHERE event_id = %s",
+            (event["id"],),
+        )
+    )
+    assert statuses == {first["id"]: "succeeded", paused["id"]: "held"}
+    assert api.data("GET", f"/v1/events/{event['id']}")["event"]["status"] != "replayed"
+    [replay_id] = [
+        str(r[0])
+        for r in _sql(module_db_url, "SELECT id FROM events WHERE replay_of = %s", (event["id"],))
+    ]
+    targets = _sql(
+        module_db_url,
+        "SELECT destination_id::text FROM deliveries WHERE event_id = %s",
+        (replay_id,),
+    )
+    assert targets == [(first["id"],)]
