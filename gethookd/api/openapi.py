@@ -221,7 +221,19 @@ SCHEMAS: dict[str, dict] = {
             "latency_ms": NINT,
         },
     ),
-    "EventPage": obj({"items": arr(ref("Event")), "total": INT}),
+    "EventPage": obj(
+        {
+            "items": arr(ref("Event")),
+            "total": {
+                **NINT,
+                "description": "Every event the filters match; null with include_total=false.",
+            },
+            "next_cursor": {
+                **NSTR,
+                "description": "Give it as `cursor` for the next page; null on the last page.",
+            },
+        }
+    ),
     "EventDetail": obj({"event": ref("Event"), "attempts": arr(ref("DeliveryAttempt"))}),
     "Accepted": obj({"id": UUID, "status": {"type": "string", "enum": EVENT_STATUS}}),
     "Duplicate": obj(
@@ -232,6 +244,56 @@ SCHEMAS: dict[str, dict] = {
         }
     ),
     "ReplayResult": obj({"original_event_id": UUID, "replay_event_id": UUID, "status": STR}),
+    "EventFilter": {
+        "type": "object",
+        "description": "The filters given, times in UTC.",
+        "additionalProperties": False,
+        "properties": {
+            "source_id": UUID,
+            "destination_id": UUID,
+            "status": {"type": "string", "enum": EVENT_STATUS},
+            "direction": {"type": "string", "enum": list(vocabulary.DIRECTIONS)},
+            "event_type": STR,
+            "since": TIME,
+            "until": TIME,
+        },
+    },
+    "ReplayDryRun": obj(
+        {
+            "dry_run": {"type": "boolean", "const": True},
+            "matched": {
+                **INT,
+                "description": "Events the filters match now (with to_destination_id, those "
+                "with no route to it are skipped when replayed).",
+            },
+            "filter": ref("EventFilter"),
+        }
+    ),
+    "ReplayJob": obj(
+        {
+            "id": UUID,
+            "account_id": UUID,
+            "state": {
+                "type": "string",
+                "enum": ["pending", "running", "finished", "failed", "cancelled"],
+            },
+            "filter": ref("EventFilter"),
+            "to_destination_id": NUUID,
+            "runner": {"type": "string", "enum": ["background", "cli"]},
+            "rate": NINT,
+            "total": {**INT, "description": "Events the filters matched when the job was made."},
+            "replayed": INT,
+            "skipped": {
+                **INT,
+                "description": "Originals deleted meanwhile, or with no route to "
+                "to_destination_id.",
+            },
+            "error": NSTR,
+            "created_at": TIME,
+            "started_at": NTIME,
+            "finished_at": NTIME,
+        }
+    ),
     "Stats": obj(
         {
             "by_status": arr(obj({"status": STR, "count": INT})),
@@ -597,6 +659,44 @@ BODIES: dict[str, dict] = {
             "retry_policy": nullable(RETRY),
         },
     },
+    "BulkReplay": {
+        **req_obj(
+            {},
+            {
+                "source_id": UUID,
+                "destination_id": {
+                    **UUID,
+                    "description": "Events with a delivery to this destination.",
+                },
+                "status": {"type": "string", "enum": EVENT_STATUS},
+                "direction": {"type": "string", "enum": list(vocabulary.DIRECTIONS)},
+                "event_type": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 200,
+                    "pattern": "^[^\\u0000]*$",
+                },
+                "since": {**TIME, "description": "RFC 3339: created at or after it."},
+                "until": {**TIME, "description": "RFC 3339: created before it."},
+                "dry_run": {
+                    **BOOL,
+                    "description": "Only count what would be replayed (answered 200).",
+                },
+                "to_destination_id": {
+                    **UUID,
+                    "description": "Replay to this destination only (through the original's "
+                    "route to it), not to every route.",
+                },
+                "rate": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 1_000_000,
+                    "description": "Events replayed per second at most.",
+                },
+            },
+        ),
+        "additionalProperties": False,
+    },
     "OutboundPublish": req_obj(
         {"payload": STR},
         {"event_type": NAME, "external_event_id": text(255)},
@@ -710,6 +810,35 @@ PAGE = [
 ]
 
 HOURS = query("hours", {"type": "integer", "minimum": 1, "maximum": 720, "default": 24})
+# The event lists' paging and filters (gethookd/services/event_filter.py).
+_RFC3339 = {"type": "string", "format": "date-time"}
+EVENT_LIST = [
+    *PAGE,
+    {
+        **query("cursor", {"type": "string", "pattern": "^[0-9]{1,17}_[0-9a-f]{32}$"}),
+        "description": "Keyset paging: the next_cursor of the previous page (an offset "
+        "then skips rows after it). "
+        "Stays fast at any depth, unlike offset.",
+    },
+    {
+        **query("include_total", {"type": "string", "enum": ["true", "false"]}),
+        "description": "false skips counting every match (total is then null): the fast "
+        "choice over millions of events.",
+    },
+    {
+        **query("destination_id", UUID),
+        "description": "Events with a delivery to this destination.",
+    },
+    query(
+        "event_type",
+        {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\u0000]*$"},
+    ),
+    {
+        **query("since", _RFC3339),
+        "description": "RFC 3339 date-time: created at or after it.",
+    },
+    {**query("until", _RFC3339), "description": "RFC 3339 date-time: created before it."},
+]
 
 _INGEST = op(
     "Receive a provider's webhook",
@@ -912,12 +1041,44 @@ PATHS: dict[str, dict] = {
             "200",
             ref("EventPage"),
             params=[
-                *PAGE,
+                *EVENT_LIST,
                 query("source_id", UUID),
                 query("status", {"type": "string", "enum": EVENT_STATUS}),
                 query("direction", {"type": "string", "enum": list(vocabulary.DIRECTIONS)}),
             ],
         )
+    },
+    "/v1/events/replay": {
+        "post": {
+            **op(
+                "Replay every event the filters match (a background job)",
+                "202",
+                ref("ReplayJob"),
+                body="BulkReplay",
+                errors=("404",),
+                error_texts={"404": "to_destination_id is not a destination of this account."},
+            ),
+            "description": "Creates a replay job that a delivery process runs in bounded "
+            "batches (follow it at /v1/event-replays/{job_id}); each event is replayed as "
+            "POST /v1/events/{event_id}/replay does, at most once per job. With dry_run: "
+            "only the count, answered 200.",
+        }
+    },
+    "/v1/event-replays/{job_id}": {
+        "get": op(
+            "A bulk replay job and its progress",
+            "200",
+            ref("ReplayJob"),
+            params=[path_id("job_id")],
+            errors=("404",),
+        ),
+        "delete": op(
+            "Cancel a bulk replay job (what it replayed stays replayed)",
+            "200",
+            ref("ReplayJob"),
+            params=[path_id("job_id")],
+            errors=("404",),
+        ),
     },
     "/v1/events/{event_id}": {
         "get": op(
@@ -938,7 +1099,12 @@ PATHS: dict[str, dict] = {
         )
     },
     "/v1/outbound-events": {
-        "get": op("List outbound events", "200", ref("EventPage"), params=PAGE),
+        "get": op(
+            "List outbound events, newest first",
+            "200",
+            ref("EventPage"),
+            params=[*EVENT_LIST, query("status", {"type": "string", "enum": EVENT_STATUS})],
+        ),
         "post": op(
             "Publish an outbound event (idempotent on external_event_id)",
             "201",
@@ -1041,6 +1207,11 @@ PATHS: dict[str, dict] = {
         ),
     },
 }
+
+# A dry run answers 200 with the count instead of 202 with a job.
+PATHS["/v1/events/replay"]["post"]["responses"].update(
+    _ok("200", ref("ReplayDryRun"), "dry_run: how many events would be replayed")
+)
 
 
 def document(base_url: str | None = None) -> dict:

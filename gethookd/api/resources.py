@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import re
 from importlib import resources
@@ -14,13 +15,14 @@ from gethookd.api import validate as v
 from gethookd.errors import Invalid, RateLimited, Unauthorized
 from gethookd.service import Gateway
 from gethookd.services.console_sessions import SESSION_COOKIE
+from gethookd.services.event_filter import FILTER_FIELDS, EventFilter
+from gethookd.services.replay import Replays
+from gethookd.services.replay import public as replay_public
 from gethookd.verify.base import PUBLIC_URL
 from gethookd.vocabulary import (
     BACKOFFS,
-    DIRECTIONS,
     DOMAIN_TYPE_ALIASES,
     DOMAIN_TYPES,
-    EVENT_STATUSES,
     SOURCE_AUTH_MODES,
 )
 
@@ -389,18 +391,39 @@ def _page(req: falcon.Request) -> dict:
     }
 
 
+def _query_value(req: falcon.Request, name: str) -> str | None:
+    """One value of a query parameter, or None; given twice is an error."""
+    values = req.get_param_as_list(name)
+    if values is None:
+        return None
+    if len(values) != 1:
+        raise Invalid(f"query parameter {name} may be given once")
+    return values[0]
+
+
+def _event_list(req: falcon.Request, only: tuple[str, ...]) -> dict:
+    """The list's paging and filter arguments (see services/event_filter.py)."""
+    page = _page(req)
+    cursor = _query_value(req, "cursor")  # with an offset too: rows skipped after it
+    include_total = _query_value(req, "include_total")
+    if include_total not in (None, "true", "false"):
+        raise Invalid("query parameter include_total must be true or false")
+    return {
+        **page,
+        "cursor": cursor,
+        "include_total": include_total != "false",
+        "event_filter": EventFilter.parse(lambda name: _query_value(req, name), only),
+    }
+
+
+_LIST_PARAMS = ("limit", "offset", "cursor", "include_total")
+
+
 class Events(Base):
-    query_params = ("limit", "offset", "source_id", "status", "direction")
+    query_params = (*_LIST_PARAMS, *FILTER_FIELDS)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        page = self.gw.list_events(
-            req.context.account_id,
-            **_page(req),
-            source_id=v.query_uuid(req, "source_id"),
-            status=v.query_choice(req, "status", EVENT_STATUSES),
-            direction=v.query_choice(req, "direction", DIRECTIONS),
-        )
-        ok(resp, page)
+        ok(resp, self.gw.list_events(req.context.account_id, **_event_list(req, FILTER_FIELDS)))
 
 
 class Event(Base):
@@ -419,11 +442,53 @@ class Replay(Base):
         ok(resp, self.gw.replay(req.context.account_id, event, self.direction), falcon.HTTP_202)
 
 
+class BulkReplay(Base):
+    """POST /v1/events/replay: a replay job over every event the filters match."""
+
+    FIELDS = (*FILTER_FIELDS, "dry_run", "to_destination_id", "rate")
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__(gateway)
+        self.replays = Replays(gateway.config, gateway.db)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = v.json_body(req)
+        v.reject_unknown(body, self.FIELDS)
+        event_filter = EventFilter.parse(body.get)
+        dry_run = v.boolean(body, "dry_run")
+        to_destination_id = v.optional_uuid(body, "to_destination_id")
+        rate = v.integer(body, "rate", low=1, high=1_000_000)
+        account = req.context.account_id
+        if dry_run:
+            matched = self.replays.matching(account, event_filter, to_destination_id)
+            ok(resp, {"dry_run": True, "matched": matched, "filter": event_filter.to_json()})
+            return
+        job = self.replays.create(account, event_filter, to_destination_id, rate=rate)
+        ok(resp, replay_public(job), falcon.HTTP_202)
+
+
+class ReplayJob(Base):
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__(gateway)
+        self.replays = Replays(gateway.config, gateway.db)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        job = self.replays.get(req.context.account_id, v.uuid_value(job_id, "id"))
+        ok(resp, replay_public(job))
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        job = self.replays.cancel(req.context.account_id, v.uuid_value(job_id, "id"))
+        ok(resp, replay_public(job))
+
+
 class OutboundEvents(Base):
-    query_params = ("limit", "offset")
+    FILTERS = ("destination_id", "status", "event_type", "since", "until")
+    query_params = (*_LIST_PARAMS, *FILTERS)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        ok(resp, self.gw.list_events(req.context.account_id, **_page(req), direction="outbound"))
+        args = _event_list(req, self.FILTERS)
+        args["event_filter"] = dataclasses.replace(args["event_filter"], direction="outbound")
+        ok(resp, self.gw.list_events(req.context.account_id, **args))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = v.json_body(req)

@@ -24,6 +24,7 @@ from gethookd.services.base import Service
 from gethookd.services.catalog import open_verification_config
 from gethookd.services.catalog_cache import CatalogCache
 from gethookd.services.committer import Committer, Pending, store
+from gethookd.services.event_filter import EventFilter, encode_cursor, page_params
 
 log = logging.getLogger("gethookd.events")
 
@@ -194,36 +195,76 @@ class Events(Service):
     def replay(self, account_id: uuid.UUID, event_id: uuid.UUID, direction: str | None) -> dict:
         """A new event with the original's body and headers, routed and queued again."""
         with self.db.transaction() as cur:
-            if cur.one("lock_event_for_replay", {"id": event_id, "account_id": account_id}) is None:
-                raise NotFound(f"event {event_id} not found")
-            original = cur.one("get_event", {"id": event_id, "account_id": account_id})
-            if direction and original["direction"] != direction:
-                raise NotFound(f"{direction} event {event_id} not found")
-            if original["direction"] == "inbound":
-                routes = cur.all("routes_for_source", {"source_id": original["source_id"]})
-            else:
-                routes = cur.all("routes_for_outbound", {"account_id": account_id})
-            replay = self._store(
-                cur,
-                routes,
-                account_id=account_id,
-                direction=original["direction"],
-                source_id=original["source_id"],
-                event_type=original["event_type"],
-                external_event_id=original["external_event_id"],
-                headers=original["headers"],
-                body=bytes(original["body"]),
-                content_type=original["content_type"],
-                created_by=f"replay:{event_id}",
-                replay_of=event_id,
-            )
-            cur.run("mark_replayed", {"id": event_id})
+            replay = self.replay_in(cur, account_id, [event_id], direction).get(event_id)
+        if replay is None:
+            raise NotFound(f"{direction or ''} event {event_id} not found".lstrip())
         _log_stored(replay, f"replays event {event_id}")
         return {
             "original_event_id": event_id,
             "replay_event_id": replay["id"],
             "status": replay["status"],
         }
+
+    def replay_in(
+        self,
+        cur: Cursor,
+        account_id: uuid.UUID,
+        event_ids: list[uuid.UUID],
+        direction: str | None = None,
+        to_destination_id: uuid.UUID | None = None,
+    ) -> dict[uuid.UUID, dict | None]:
+        """replay() of many events in the caller's transaction (bulk replay runs a batch in
+        one): original id -> the stored replay row. An original not found (or not of this
+        direction) is left out. With to_destination_id only the routes to it count, only its
+        waiting delivery of the original is superseded, and an original with no route there
+        maps to None (nothing stored)."""
+        originals = [
+            e
+            for e in cur.all("lock_events_for_replay", {"ids": event_ids, "account_id": account_id})
+            if not direction or e["direction"] == direction
+        ]
+        routes: dict[Any, list[dict]] = {}  # source id (None: outbound) -> its routes
+        pending, skipped = [], []
+        for original in originals:
+            source = original["source_id"] if original["direction"] == "inbound" else None
+            if source not in routes:
+                if original["direction"] == "inbound":
+                    found = cur.all("routes_for_source", {"source_id": source})
+                else:
+                    found = cur.all("routes_for_outbound", {"account_id": account_id})
+                routes[source] = [
+                    r
+                    for r in found
+                    if to_destination_id is None or r["destination_id"] == to_destination_id
+                ]
+            targets = _targets(routes[source], original["event_type"])
+            if to_destination_id is not None and not targets:
+                skipped.append(original["id"])
+                continue
+            pending.append(
+                Pending(
+                    account_id=account_id,
+                    direction=original["direction"],
+                    source_id=original["source_id"],
+                    event_type=original["event_type"],
+                    external_event_id=original["external_event_id"],
+                    headers=original["headers"],
+                    body=bytes(original["body"]),
+                    content_type=original["content_type"],
+                    created_by=f"replay:{original['id']}",
+                    replay_of=original["id"],
+                    targets=targets,
+                )
+            )
+        stored = store(cur.raw, pending) if pending else []
+        done = [p.replay_of for p in pending]
+        if done and to_destination_id is None:
+            cur.run("mark_replayed", {"ids": done})
+        elif done:
+            cur.run("mark_replayed_to", {"ids": done, "destination_id": to_destination_id})
+        result: dict[uuid.UUID, dict | None] = dict.fromkeys(skipped)
+        result.update(zip(done, stored, strict=True))
+        return result
 
     def _store(self, cur: Cursor, routes: list[dict], **event: Any) -> dict:
         """The event and one delivery per matching destination, in the caller's transaction."""
@@ -235,23 +276,31 @@ class Events(Service):
         self,
         account_id: uuid.UUID,
         limit: int,
-        offset: int,
-        source_id: uuid.UUID | None = None,
-        status: str | None = None,
-        direction: str | None = None,
+        offset: int = 0,
+        event_filter: EventFilter | None = None,
+        cursor: str | None = None,
+        include_total: bool = True,
     ) -> dict:
-        params = {
-            "account_id": account_id,
-            "limit": limit,
-            "offset": offset,
-            "source_id": source_id,
-            "status": status,
-            "direction": direction,
-        }
+        """A page, newest first; next_cursor (keyset) is null on the last page. total counts
+        every match (slow at millions of rows): include_total=False skips it (null)."""
+        event_filter = event_filter or EventFilter()
+        params = page_params(event_filter, account_id, limit + 1, offset, cursor)
         with self.db.transaction() as cur:
-            items = cur.all("list_events", params)
-            total = cur.one("count_events", params)["total"]
-        return {"items": [event_view(e) for e in items], "total": total}
+            items = cur.all("filter_page", params)
+            total = (
+                cur.one("filter_count", {**params, "upto": None})["total"]
+                if include_total
+                else None
+            )
+        next_cursor = None
+        if len(items) > limit:
+            items = items[:limit]
+            next_cursor = encode_cursor(items[-1]["created_at"], items[-1]["id"])
+        return {
+            "items": [event_view(e) for e in items],
+            "total": total,
+            "next_cursor": next_cursor,
+        }
 
     def get_event(
         self, account_id: uuid.UUID, event_id: uuid.UUID, direction: str | None = None

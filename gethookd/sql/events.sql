@@ -58,22 +58,6 @@ FROM unnest(%(k_source_id)s::uuid[], %(k_key)s::text[]) AS k(source_id, dedup_ke
 JOIN ingest_dedup d ON d.source_id = k.source_id AND d.dedup_key = k.dedup_key
 LEFT JOIN events e ON e.id = d.event_id;
 
--- name: list_events
-SELECT * FROM events
-WHERE account_id = %(account_id)s
-  AND (%(source_id)s::uuid IS NULL OR source_id = %(source_id)s::uuid)
-  AND (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(direction)s::text IS NULL OR direction = %(direction)s::text)
-ORDER BY created_at DESC, id DESC
-LIMIT %(limit)s OFFSET %(offset)s;
-
--- name: count_events
-SELECT count(*) AS total FROM events
-WHERE account_id = %(account_id)s
-  AND (%(source_id)s::uuid IS NULL OR source_id = %(source_id)s::uuid)
-  AND (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(direction)s::text IS NULL OR direction = %(direction)s::text);
-
 -- name: get_event
 SELECT * FROM events WHERE id = %(id)s AND account_id = %(account_id)s;
 
@@ -89,16 +73,19 @@ WHERE account_id = %(account_id)s AND direction = 'outbound'
   AND external_event_id = %(external_event_id)s AND replay_of IS NULL;
 
 -- name: mark_replayed
--- Deliveries of the original that have not started yet (due or held) are superseded by
--- the replay.
+-- Deliveries of the originals that have not started yet (due or held) are superseded by
+-- their replays.
 WITH cancelled AS (
     UPDATE deliveries SET status = 'cancelled', lease_token = NULL, updated_at = now()
-    WHERE event_id = %(id)s AND status IN ('pending', 'held')
+    WHERE event_id = ANY(%(ids)s::uuid[]) AND status IN ('pending', 'held')
 )
-UPDATE events SET status = 'replayed', next_attempt_at = NULL WHERE id = %(id)s;
+UPDATE events SET status = 'replayed', next_attempt_at = NULL
+WHERE id = ANY(%(ids)s::uuid[]);
 
--- name: lock_event_for_replay
-SELECT id FROM events WHERE id = %(id)s AND account_id = %(account_id)s FOR UPDATE;
+-- name: lock_events_for_replay
+-- In id order, the order the delivery flush locks events in: no deadlock between them.
+SELECT * FROM events WHERE id = ANY(%(ids)s::uuid[]) AND account_id = %(account_id)s
+ORDER BY id FOR UPDATE;
 
 -- name: stats_by_status
 SELECT status, count(*) AS count FROM events
