@@ -100,6 +100,10 @@ export function copyButton(getText, label = "Copy", ariaLabel = null) {
 }
 
 export function table(caption, headers, rows) {
+  // Each cell names its column, so the stacked layout on a phone keeps its labels.
+  for (const row of rows) {
+    [...row.children].forEach((cell, i) => { if (headers[i]) cell.setAttribute("data-label", headers[i]); });
+  }
   return h("div", { class: "table-wrap" },
     h("table", {},
       h("caption", {}, caption),
