@@ -177,6 +177,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("CORS_ORIGIN", _str, "*", "Value of Access-Control-Allow-Origin on API answers."),
     Setting(
+        "CONSOLE_SESSION_TTL",
+        _duration,
+        "12h",
+        "How long a console sign-in lasts (the session cookie's Max-Age; no sliding renewal).",
+    ),
+    Setting(
         "WORKER_POLL_INTERVAL",
         _duration,
         "5s",

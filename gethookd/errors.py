@@ -27,3 +27,13 @@ class Conflict(DomainError):
 
 class TooLarge(DomainError):
     status = 413
+
+
+class RateLimited(DomainError):
+    """Too many attempts; `retry_after` says in how many seconds one may succeed."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from gethookd.services.accounts import Accounts
 from gethookd.services.catalog import Catalog
+from gethookd.services.console_sessions import ConsoleSessions
 from gethookd.services.events import Events
 from gethookd.services.observe import Observe
 
 
-class Gateway(Accounts, Catalog, Events, Observe):
+class Gateway(Accounts, Catalog, ConsoleSessions, Events, Observe):
     """Accounts, catalog, events and self-observation share one config, database and secret box."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 import requests
 
 from gethookd.api.app import ROUTES
@@ -17,9 +18,31 @@ def _status(resp: requests.Response) -> int:
     return resp.status_code
 
 
-def test_second_account_sees_none_of_the_first(api_daemon, sink):
+class CookieApi(Api):
+    """The same client signed in to the console: its session cookie and CSRF token, no key."""
+
+    def __init__(self, base_url: str, email: str) -> None:
+        super().__init__(base_url)
+        self.browser = requests.Session()
+        resp = self.browser.post(
+            base_url + "/v1/console/session",
+            json={"email": email, "password": "correct horse"},
+            timeout=10,
+        )
+        assert resp.status_code == 201, resp.text
+        self.browser.headers["X-CSRF-Token"] = resp.json()["data"]["csrf_token"]
+
+    def call(self, method: str, path: str, json=None, **kwargs) -> requests.Response:
+        return self.browser.request(method, self.base + path, json=json, timeout=10, **kwargs)
+
+
+@pytest.mark.parametrize("intruder_auth", ["api_key", "session_cookie"])
+def test_second_account_sees_none_of_the_first(api_daemon, sink, intruder_auth):
     owner = Api(api_daemon.url).register(f"owner-{uuid.uuid4().hex[:8]}@example.com")
-    intruder = Api(api_daemon.url).register(f"intruder-{uuid.uuid4().hex[:8]}@example.com")
+    address = f"intruder-{uuid.uuid4().hex[:8]}@example.com"
+    intruder = Api(api_daemon.url).register(address)
+    if intruder_auth == "session_cookie":
+        intruder = CookieApi(api_daemon.url, address)
 
     objs = owner.pipeline(sink.url)
     src, dest, route = objs["source"], objs["destination"], objs["route"]
@@ -84,6 +107,14 @@ def test_second_account_sees_none_of_the_first(api_daemon, sink):
     assert listed("/v1/custom-domains") == []
     text = intruder.call("GET", "/v1/events").text + intruder.call("GET", "/v1/sources").text
     assert "secret payload" not in text and src["path_token"] not in text
+
+    # The console session is the intruder's own (an API key has none).
+    walked.add(("GET", "/v1/console/session"))
+    session = intruder.call("GET", "/v1/console/session")
+    if intruder_auth == "session_cookie":
+        assert session.json()["data"]["account"]["id"] == mine["account_id"]
+    else:
+        assert _status(session) == 401
 
     # Nothing of the owner's was changed by the attempts.
     assert owner.data("GET", f"/v1/destinations/{dest['id']}")["active"] is True

@@ -15,6 +15,7 @@ from gethookd.api import resources as r
 from gethookd.api.console import Console
 from gethookd.errors import DomainError
 from gethookd.service import Gateway
+from gethookd.services.console_sessions import SESSION_COOKIE, csrf_matches
 
 log = logging.getLogger("gethookd.api")
 
@@ -33,10 +34,16 @@ def to_json(value: object) -> str:
     return json.dumps(value, default=_default)
 
 
-class Auth:
-    """Resolves the Bearer key to an account on every request (revocation is immediate).
+_UNSAFE = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 
-    `Authorization: hk_...` (no scheme) is taken as `Bearer hk_...`.
+
+class Auth:
+    """Resolves the Bearer key, or else the console's session cookie, to an account on every
+    request (revocation and sign-out are immediate).
+
+    `Authorization: hk_...` (no scheme) is taken as `Bearer hk_...`. With the cookie, a
+    state-changing method also needs the session's X-CSRF-Token. A resource's
+    `public_methods` need neither (signing in).
     """
 
     def __init__(self, gateway: Gateway) -> None:
@@ -45,7 +52,13 @@ class Auth:
     def process_resource(self, req: falcon.Request, resp, resource, params) -> None:
         if resource is None or not getattr(resource, "auth", True) or req.method == "OPTIONS":
             return
+        if req.method in getattr(resource, "public_methods", ()):
+            return
         header = (req.get_header("Authorization") or "").strip()
+        cookie = req.get_cookie_values(SESSION_COOKIE)
+        if not header and cookie and cookie[0]:
+            self._session(req, cookie[0])
+            return
         if header.startswith("hk_") and " " not in header:
             # A bare key, as GetHook's generated SDKs send it (api_key with no prefix).
             header = f"Bearer {header}"
@@ -55,6 +68,17 @@ class Auth:
                 description="missing API key: send Authorization: Bearer <api key>"
             )
         req.context.account_id = self.gw.authenticate(key.strip())
+
+    def _session(self, req: falcon.Request, token: str) -> None:
+        session = self.gw.console_session(token)
+        if req.method in _UNSAFE and not csrf_matches(token, req.get_header("X-CSRF-Token")):
+            raise falcon.HTTPForbidden(
+                description="missing or wrong X-CSRF-Token: send the csrf_token of the "
+                "console session with every change"
+            )
+        req.context.account_id = session["account"]["id"]
+        req.context.session = session
+        req.context.session_token = token
 
 
 class QueryCheck:
@@ -152,6 +176,7 @@ ROUTES = {
     "/v1/outbound-events/{event_id}": r.OutboundEvent,
     "/v1/outbound-events/{event_id}/replay": r.OutboundReplay,
     "/v1/stats": r.Stats,
+    "/v1/console/session": r.ConsoleSession,
     "/v1/platform-stats": r.PlatformStats,
     "/v1/brand-settings": r.BrandSettings,
     "/v1/custom-domains": r.CustomDomains,

@@ -248,6 +248,17 @@ SCHEMAS: dict[str, dict] = {
             ),
         }
     ),
+    "ConsoleSession": obj(
+        {
+            "account": obj({"id": UUID, "name": STR}),
+            "csrf_token": {
+                "type": "string",
+                "description": "Send as X-CSRF-Token with every POST, PUT, PATCH and DELETE "
+                "made with the session cookie.",
+            },
+            "expires_at": TIME,
+        }
+    ),
     "PlatformStats": obj(
         {
             "events_processed": INT,
@@ -484,6 +495,15 @@ BODIES: dict[str, dict] = {
         {"name": NAME},
     ),
     "Login": req_obj({"email": text(254), "password": text(1024)}),
+    "ConsoleSignIn": {
+        "oneOf": [
+            {
+                **req_obj({"email": text(254), "password": text(1024)}),
+                "additionalProperties": False,
+            },
+            {**req_obj({"api_key": text(256)}), "additionalProperties": False},
+        ]
+    },
     "AccountCreate": req_obj({"name": NAME}),
     "APIKeyCreate": req_obj({}, {"name": NAME}),
     "SourceCreate": {
@@ -633,7 +653,7 @@ def op(
         responses[code] = _error(texts[code])
     operation: dict[str, Any] = {"summary": summary, "responses": responses}
     if auth:
-        operation["security"] = [{"bearerAuth": []}]
+        operation["security"] = [{"bearerAuth": []}, {"sessionCookie": []}]
     else:
         operation["security"] = []
     if body:
@@ -913,6 +933,45 @@ PATHS: dict[str, dict] = {
         )
     },
     "/v1/stats": {"get": op("Event counts by status and by day (30 days)", "200", ref("Stats"))},
+    "/v1/console/session": {
+        "post": op(
+            "Sign in to the console (email and password, or an API key)",
+            "201",
+            ref("ConsoleSession"),
+            auth=False,
+            body="ConsoleSignIn",
+            errors=("401", "429"),
+            error_texts={
+                "401": "Wrong email or password, or an invalid API key.",
+                "429": "Too many failed sign-ins for this email or from this address; "
+                "Retry-After says when to try again.",
+            },
+        )
+        | {
+            "description": "Sets the cookie gethookd_session (HttpOnly, SameSite=Strict, "
+            "Path=/, Max-Age=CONSOLE_SESSION_TTL; Secure when BASE_URL is https or the "
+            "request came with X-Forwarded-Proto: https). The cookie then authenticates "
+            "every /v1 route in place of Authorization."
+        },
+        "get": op(
+            "The console session of this cookie, with its CSRF token",
+            "200",
+            ref("ConsoleSession"),
+            error_texts={"401": "No console session, or it expired or was signed out."},
+        )
+        | {"security": [{"sessionCookie": []}]},
+        "delete": op(
+            "Sign out: the session is deleted on the server and the cookie cleared",
+            "204",
+            None,
+            errors=("403",),
+            error_texts={
+                "401": "No console session, or it expired or was signed out.",
+                "403": "X-CSRF-Token is missing or wrong.",
+            },
+        )
+        | {"security": [{"sessionCookie": []}]},
+    },
     "/v1/platform-stats": {
         "get": op("Gateway-wide totals", "200", ref("PlatformStats"), auth=False)
     },
@@ -954,7 +1013,16 @@ def document(base_url: str | None = None) -> dict:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "hk_ API key; a bare `Authorization: hk_...` is taken too",
-                }
+                },
+                "sessionCookie": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "gethookd_session",
+                    "description": "The console's session (POST /v1/console/session). Taken "
+                    "by every authenticated route when no Authorization header is sent; with "
+                    "it, POST, PUT, PATCH and DELETE also need the header X-CSRF-Token (403 "
+                    "without it or with a wrong one).",
+                },
             },
         },
     }

@@ -11,8 +11,9 @@ import falcon
 from gethookd import crypto, presets
 from gethookd.api import openapi
 from gethookd.api import validate as v
-from gethookd.errors import Invalid
+from gethookd.errors import Invalid, RateLimited, Unauthorized
 from gethookd.service import Gateway
+from gethookd.services.console_sessions import SESSION_COOKIE
 from gethookd.verify.base import PUBLIC_URL
 from gethookd.vocabulary import (
     BACKOFFS,
@@ -459,6 +460,63 @@ class OutboundReplay(Replay):
 class Stats(Base):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         ok(resp, self.gw.stats(req.context.account_id))
+
+
+# -- console session ----------------------------------------------------------------------
+
+
+def _cookie(req: falcon.Request, gw: Gateway, value: str, max_age: int) -> str:
+    """The session cookie: HttpOnly, SameSite=Strict, and Secure when served over HTTPS."""
+    forwarded = (req.get_header("X-Forwarded-Proto") or "").split(",")[0].strip().lower()
+    https = forwarded == "https" or (gw.config.BASE_URL or "").startswith("https://")
+    secure = "; Secure" if https else ""
+    return f"{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}"
+
+
+class ConsoleSession(Base):
+    """The console's sign-in (POST, open), its session (GET) and sign-out (DELETE)."""
+
+    public_methods = ("POST",)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = v.json_body(req)
+        v.reject_unknown(body, ("email", "password", "api_key"))
+        if "api_key" in body:
+            if "email" in body or "password" in body:
+                raise Invalid("send either email and password, or api_key")
+            creds = {"api_key": v.string(body, "api_key", required=True, max_len=256)}
+        else:
+            creds = {
+                "email": v.string(body, "email", required=True, max_len=254),
+                "password": v.string(body, "password", required=True, max_len=1024, strip=False),
+            }
+        try:
+            token, session = self.gw.sign_in(req.remote_addr or "unknown", **creds)
+        except RateLimited as exc:
+            raise falcon.HTTPTooManyRequests(
+                description=exc.message, retry_after=exc.retry_after
+            ) from None
+        ttl = int(self.gw.config.CONSOLE_SESSION_TTL)
+        resp.append_header("Set-Cookie", _cookie(req, self.gw, token, ttl))
+        resp.set_header("Cache-Control", "no-store")
+        ok(resp, session, falcon.HTTP_201)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.set_header("Cache-Control", "no-store")
+        ok(resp, _session(req))
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
+        _session(req)
+        self.gw.sign_out(req.context.session_token)
+        resp.append_header("Set-Cookie", _cookie(req, self.gw, "", 0))
+        resp.status = falcon.HTTP_204
+
+
+def _session(req: falcon.Request) -> dict:
+    session = getattr(req.context, "session", None)
+    if session is None:  # authenticated by API key: there is no console session
+        raise Unauthorized("no console session: sign in with POST /v1/console/session")
+    return session
 
 
 class PlatformStats(Base):

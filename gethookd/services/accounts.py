@@ -33,12 +33,17 @@ class Accounts(Service):
 
     def login(self, email: str, password: str) -> dict:
         with self.db.transaction() as cur:
-            account = cur.one("account_by_email", {"email": email})
-            stored = account.pop("password_hash") if account else None
-            if account is None or not crypto.check_password(password, stored):
-                raise Unauthorized("wrong email or password")
+            account = self.check_login(cur, email, password)
             key = self._new_key(cur, account["id"], "login")
         return {"account": account, "api_key": key}
+
+    def check_login(self, cur: Cursor, email: str, password: str) -> dict:
+        """The account whose email and password these are (the API login and the console's)."""
+        account = cur.one("account_by_email", {"email": email})
+        stored = account.pop("password_hash") if account else None
+        if account is None or not crypto.check_password(password, stored):
+            raise Unauthorized("wrong email or password")
+        return account
 
     def authenticate(self, api_key: str) -> uuid.UUID:
         """Checked against the database on every request, so a revocation is immediate."""

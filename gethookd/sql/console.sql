@@ -1,0 +1,60 @@
+-- The operator console: sessions, the sign-in rate limit, and per-destination/source figures.
+
+-- name: console_insert_session
+INSERT INTO console_sessions (token_hash, account_id, expires_at)
+VALUES (%(token_hash)s, %(account_id)s, now() + make_interval(secs => %(ttl)s))
+RETURNING expires_at;
+
+-- name: console_session
+-- A live session's account. last_seen_at is written at most once a minute, so reading a
+-- session does not cost a write per request.
+WITH s AS (
+    SELECT token_hash, account_id, expires_at, last_seen_at FROM console_sessions
+    WHERE token_hash = %(token_hash)s AND expires_at > now()
+), touched AS (
+    UPDATE console_sessions c SET last_seen_at = now()
+    FROM s
+    WHERE c.token_hash = s.token_hash AND s.last_seen_at < now() - interval '1 minute'
+)
+SELECT s.account_id, s.expires_at, a.name AS account_name
+FROM s JOIN accounts a ON a.id = s.account_id;
+
+-- name: console_delete_session
+DELETE FROM console_sessions WHERE token_hash = %(token_hash)s RETURNING account_id;
+
+-- name: console_delete_expired_sessions
+-- A few at a time, on each sign-in: cheap, and enough to keep up with sign-ins.
+DELETE FROM console_sessions WHERE token_hash IN (
+    SELECT token_hash FROM console_sessions WHERE expires_at <= now() LIMIT 100
+);
+
+-- name: console_account
+SELECT id, name FROM accounts WHERE id = %(account_id)s;
+
+-- name: console_recent_failures
+-- Failed sign-ins within the window for this email and for this address, and when the
+-- oldest of each leaves the window (the Retry-After once a limit is reached).
+SELECT
+    (SELECT count(*) FROM console_signin_failures
+     WHERE email = %(email)s AND failed_at > now() - make_interval(secs => %(window)s))
+        AS by_email,
+    (SELECT count(*) FROM console_signin_failures
+     WHERE address = %(address)s AND failed_at > now() - make_interval(secs => %(window)s))
+        AS by_address,
+    (SELECT EXTRACT(EPOCH FROM min(failed_at) + make_interval(secs => %(window)s) - now())
+     FROM (SELECT failed_at FROM console_signin_failures
+           WHERE email = %(email)s AND failed_at > now() - make_interval(secs => %(window)s)
+           ORDER BY failed_at DESC LIMIT %(limit)s) last)::float AS email_clears_in,
+    (SELECT EXTRACT(EPOCH FROM min(failed_at) + make_interval(secs => %(window)s) - now())
+     FROM (SELECT failed_at FROM console_signin_failures
+           WHERE address = %(address)s AND failed_at > now() - make_interval(secs => %(window)s)
+           ORDER BY failed_at DESC LIMIT %(limit)s) last)::float AS address_clears_in;
+
+-- name: console_record_failure
+INSERT INTO console_signin_failures (email, address) VALUES (%(email)s, %(address)s);
+
+-- name: console_delete_old_failures
+DELETE FROM console_signin_failures WHERE id IN (
+    SELECT id FROM console_signin_failures
+    WHERE failed_at <= now() - make_interval(secs => %(window)s) LIMIT 100
+);
