@@ -214,6 +214,19 @@ def _find(driver, css):
     return driver.find_elements(By.CSS_SELECTOR, css)
 
 
+def _click(driver, css, what):
+    """Click once the element is there; a list that refreshes meanwhile is tried again."""
+
+    def click(d):
+        found = _find(d, css)
+        if found:
+            found[0].click()
+            return True
+        return False
+
+    _wait(driver, click, what)
+
+
 def _text(driver) -> str:
     return driver.execute_script("return document.getElementById('main').innerText")
 
@@ -285,12 +298,7 @@ def test_sign_in_filter_and_find_an_event(browser, world):
         box.send_keys("refund.issued\n")
         _wait(browser, lambda d: "order.created" not in _text(d), "the type filter to apply")
     assert "status=delivered" in browser.current_url
-    link = _wait(
-        browser,
-        lambda d: _find(d, f"a[href='/console/events/{ids['refund']}']"),
-        "the refund event in the filtered list",
-    )[0]
-    link.click()
+    _click(browser, f"a[href='/console/events/{ids['refund']}']", "the refund event's link")
     _wait(browser, lambda d: _find(d, "#event-body"), "the event page")
     assert '"type": "refund.issued"' in _find(browser, "#event-body")[0].text  # pretty-printed
 
