@@ -60,15 +60,22 @@ def test_console_is_served_with_a_strict_policy(api_daemon):
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
         assert resp.headers["X-Frame-Options"] == "DENY"
         assert resp.headers["Referrer-Policy"] == "no-referrer"
-        assert '<script type="module" src="/console/assets/app.js">' in resp.text
+        version = re.search(r'<script type="module" src="/console/assets/(\w+)/app.js">', resp.text)
+        assert version, resp.text
         # No inline script or style anywhere in the document.
         assert not re.search(r"<script(?![^>]*\bsrc=)", resp.text)
         assert "<style" not in resp.text and " style=" not in resp.text
 
-    js = requests.get(base + "/console/assets/app.js", timeout=5)
+    # Versioned assets are kept for a year; every module is preloaded by the document.
+    for script in (Path(__file__).resolve().parent.parent / "gethookd/console/assets").glob("*.js"):
+        assert f"/console/assets/{version[1]}/{script.name}" in resp.text, script.name
+    js = requests.get(f"{base}/console/assets/{version[1]}/app.js", timeout=5)
     assert js.status_code == 200
     assert js.headers["Content-Type"].startswith("text/javascript")
     assert js.headers["Content-Security-Policy"]
+    assert "immutable" in js.headers["Cache-Control"]
+    stale = requests.get(base + "/console/assets/0123456789ab/app.js", timeout=5)
+    assert stale.status_code == 200 and stale.headers["Cache-Control"] == "no-cache"
     css = requests.get(base + "/console/assets/app.css", timeout=5)
     assert css.headers["Content-Type"].startswith("text/css")
     missing = requests.get(base + "/console/assets/nope.js", timeout=5)

@@ -39,6 +39,16 @@ export async function api(method, path, body) {
 
 export const get = (path) => api("GET", path);
 
+// A GET that answers null where this gateway lacks the route (older API, other branch).
+export async function optional(path) {
+  try {
+    return await get(path);
+  } catch (err) {
+    if (err.status === 404 || err.status === 405) return null;
+    throw err;
+  }
+}
+
 export function query(params) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) {
@@ -61,8 +71,6 @@ export async function capabilities() {
   caps = {
     eventParams,
     bulkReplay: Boolean((paths["/v1/events/replay"] || {}).post),
-    destinationStats: Boolean(paths["/v1/destination-stats"]),
-    sourceStats: Boolean(paths["/v1/source-stats"]),
   };
   return caps;
 }

@@ -9,8 +9,8 @@ const LIMIT = 25;
 
 // options: {fixedStatus, rowActions(event, reload) -> nodes, title, extra(filters) -> node}
 export async function eventList(main, params, options = {}) {
-  const caps = await capabilities();
-  const [sources, destinations] = await Promise.all([get("/v1/sources"), get("/v1/destinations")]);
+  const [caps, sources, destinations] = await Promise.all(
+    [capabilities(), get("/v1/sources"), get("/v1/destinations")]);
   const sourceName = new Map(sources.map((s) => [s.id, s.name]));
   const has = (name) => caps.eventParams.has(name);
 

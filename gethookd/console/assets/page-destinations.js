@@ -1,6 +1,6 @@
 // Destinations: state and why, 24 h success rate and latency, last error, pause/resume,
 // and signing-secret rotation (the new secret is shown once).
-import { api, capabilities, get, query } from "./api.js";
+import { api, get, optional, query } from "./api.js";
 import { clear, copyButton, h, ms, pct, table, timeEl, toast, when } from "./dom.js";
 
 export async function render(main) {
@@ -8,14 +8,13 @@ export async function render(main) {
   const secretBox = h("div", { id: "secret-box", "aria-live": "polite" });
   const listBox = h("div");
   main.append(secretBox, listBox);
-  const caps = await capabilities();
 
   async function load() {
     const [dests, stats] = await Promise.all([
       get("/v1/destinations"),
-      caps.destinationStats ? get(`/v1/destination-stats${query({ hours: 24 })}`) : Promise.resolve([]),
+      optional(`/v1/destination-stats${query({ hours: 24 })}`),
     ]);
-    const byDest = new Map(stats.map((s) => [s.destination_id, s]));
+    const byDest = new Map((stats || []).map((s) => [s.destination_id, s]));
     const rows = dests.map((d) => row(d, byDest.get(d.id)));
     clear(listBox).append(rows.length
       ? table("Destinations", ["Name and URL", "State", "Success (24 h)", "Latency p50 / p95", "Last error", "Actions"], rows)
