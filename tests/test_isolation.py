@@ -99,9 +99,10 @@ def test_second_account_sees_none_of_the_first(api_daemon, sink, intruder_auth):
     assert listed("/v1/sources") == []
     assert [d["id"] for d in listed("/v1/destinations")] == [mine["id"]]
     assert listed("/v1/routes") == []
-    assert listed("/v1/events") == {"items": [], "total": 0}
-    assert listed(f"/v1/events?source_id={src['id']}") == {"items": [], "total": 0}
-    assert listed("/v1/outbound-events") == {"items": [], "total": 0}
+    empty = {"items": [], "total": 0, "next_cursor": None}
+    assert listed("/v1/events") == empty
+    assert listed(f"/v1/events?source_id={src['id']}") == empty
+    assert listed("/v1/outbound-events") == empty
     assert all(row["count"] == 0 for row in listed("/v1/stats")["by_status"])
     assert listed("/v1/brand-settings")["company_name"] is None
     assert listed("/v1/custom-domains") == []

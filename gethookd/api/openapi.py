@@ -221,7 +221,19 @@ SCHEMAS: dict[str, dict] = {
             "latency_ms": NINT,
         },
     ),
-    "EventPage": obj({"items": arr(ref("Event")), "total": INT}),
+    "EventPage": obj(
+        {
+            "items": arr(ref("Event")),
+            "total": {
+                **NINT,
+                "description": "Every event the filters match; null with include_total=false.",
+            },
+            "next_cursor": {
+                **NSTR,
+                "description": "Give it as `cursor` for the next page; null on the last page.",
+            },
+        }
+    ),
     "EventDetail": obj({"event": ref("Event"), "attempts": arr(ref("DeliveryAttempt"))}),
     "Accepted": obj({"id": UUID, "status": {"type": "string", "enum": EVENT_STATUS}}),
     "Duplicate": obj(
@@ -679,6 +691,36 @@ PAGE = [
     query("offset", {"type": "integer", "minimum": 0, "maximum": 10_000_000, "default": 0}),
 ]
 
+# The event lists' paging and filters (gethookd/services/event_filter.py).
+_RFC3339 = {"type": "string", "format": "date-time"}
+EVENT_LIST = [
+    *PAGE,
+    {
+        **query("cursor", {"type": "string", "pattern": "^[0-9]{1,17}_[0-9a-f]{32}$"}),
+        "description": "Keyset paging: the next_cursor of the previous page (an offset "
+        "then skips rows after it). "
+        "Stays fast at any depth, unlike offset.",
+    },
+    {
+        **query("include_total", {"type": "string", "enum": ["true", "false"]}),
+        "description": "false skips counting every match (total is then null): the fast "
+        "choice over millions of events.",
+    },
+    {
+        **query("destination_id", UUID),
+        "description": "Events with a delivery to this destination.",
+    },
+    query(
+        "event_type",
+        {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\u0000]*$"},
+    ),
+    {
+        **query("since", _RFC3339),
+        "description": "RFC 3339 date-time: created at or after it.",
+    },
+    {**query("until", _RFC3339), "description": "RFC 3339 date-time: created before it."},
+]
+
 _INGEST = op(
     "Receive a provider's webhook",
     "202",
@@ -880,7 +922,7 @@ PATHS: dict[str, dict] = {
             "200",
             ref("EventPage"),
             params=[
-                *PAGE,
+                *EVENT_LIST,
                 query("source_id", UUID),
                 query("status", {"type": "string", "enum": EVENT_STATUS}),
                 query("direction", {"type": "string", "enum": list(vocabulary.DIRECTIONS)}),
@@ -906,7 +948,12 @@ PATHS: dict[str, dict] = {
         )
     },
     "/v1/outbound-events": {
-        "get": op("List outbound events", "200", ref("EventPage"), params=PAGE),
+        "get": op(
+            "List outbound events, newest first",
+            "200",
+            ref("EventPage"),
+            params=[*EVENT_LIST, query("status", {"type": "string", "enum": EVENT_STATUS})],
+        ),
         "post": op(
             "Publish an outbound event (idempotent on external_event_id)",
             "201",

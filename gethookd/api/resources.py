@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import re
 from importlib import resources
@@ -14,13 +15,12 @@ from gethookd.api import validate as v
 from gethookd.errors import Invalid, RateLimited, Unauthorized
 from gethookd.service import Gateway
 from gethookd.services.console_sessions import SESSION_COOKIE
+from gethookd.services.event_filter import FILTER_FIELDS, EventFilter
 from gethookd.verify.base import PUBLIC_URL
 from gethookd.vocabulary import (
     BACKOFFS,
-    DIRECTIONS,
     DOMAIN_TYPE_ALIASES,
     DOMAIN_TYPES,
-    EVENT_STATUSES,
     SOURCE_AUTH_MODES,
 )
 
@@ -389,18 +389,39 @@ def _page(req: falcon.Request) -> dict:
     }
 
 
+def _query_value(req: falcon.Request, name: str) -> str | None:
+    """One value of a query parameter, or None; given twice is an error."""
+    values = req.get_param_as_list(name)
+    if values is None:
+        return None
+    if len(values) != 1:
+        raise Invalid(f"query parameter {name} may be given once")
+    return values[0]
+
+
+def _event_list(req: falcon.Request, only: tuple[str, ...]) -> dict:
+    """The list's paging and filter arguments (see services/event_filter.py)."""
+    page = _page(req)
+    cursor = _query_value(req, "cursor")  # with an offset too: rows skipped after it
+    include_total = _query_value(req, "include_total")
+    if include_total not in (None, "true", "false"):
+        raise Invalid("query parameter include_total must be true or false")
+    return {
+        **page,
+        "cursor": cursor,
+        "include_total": include_total != "false",
+        "event_filter": EventFilter.parse(lambda name: _query_value(req, name), only),
+    }
+
+
+_LIST_PARAMS = ("limit", "offset", "cursor", "include_total")
+
+
 class Events(Base):
-    query_params = ("limit", "offset", "source_id", "status", "direction")
+    query_params = (*_LIST_PARAMS, *FILTER_FIELDS)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        page = self.gw.list_events(
-            req.context.account_id,
-            **_page(req),
-            source_id=v.query_uuid(req, "source_id"),
-            status=v.query_choice(req, "status", EVENT_STATUSES),
-            direction=v.query_choice(req, "direction", DIRECTIONS),
-        )
-        ok(resp, page)
+        ok(resp, self.gw.list_events(req.context.account_id, **_event_list(req, FILTER_FIELDS)))
 
 
 class Event(Base):
@@ -420,10 +441,13 @@ class Replay(Base):
 
 
 class OutboundEvents(Base):
-    query_params = ("limit", "offset")
+    FILTERS = ("destination_id", "status", "event_type", "since", "until")
+    query_params = (*_LIST_PARAMS, *FILTERS)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        ok(resp, self.gw.list_events(req.context.account_id, **_page(req), direction="outbound"))
+        args = _event_list(req, self.FILTERS)
+        args["event_filter"] = dataclasses.replace(args["event_filter"], direction="outbound")
+        ok(resp, self.gw.list_events(req.context.account_id, **args))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = v.json_body(req)

@@ -24,6 +24,7 @@ from gethookd.services.base import Service
 from gethookd.services.catalog import open_verification_config
 from gethookd.services.catalog_cache import CatalogCache
 from gethookd.services.committer import Committer, Pending, store
+from gethookd.services.event_filter import EventFilter, encode_cursor, page_params
 
 log = logging.getLogger("gethookd.events")
 
@@ -235,23 +236,31 @@ class Events(Service):
         self,
         account_id: uuid.UUID,
         limit: int,
-        offset: int,
-        source_id: uuid.UUID | None = None,
-        status: str | None = None,
-        direction: str | None = None,
+        offset: int = 0,
+        event_filter: EventFilter | None = None,
+        cursor: str | None = None,
+        include_total: bool = True,
     ) -> dict:
-        params = {
-            "account_id": account_id,
-            "limit": limit,
-            "offset": offset,
-            "source_id": source_id,
-            "status": status,
-            "direction": direction,
-        }
+        """A page, newest first; next_cursor (keyset) is null on the last page. total counts
+        every match (slow at millions of rows): include_total=False skips it (null)."""
+        event_filter = event_filter or EventFilter()
+        params = page_params(event_filter, account_id, limit + 1, offset, cursor)
         with self.db.transaction() as cur:
-            items = cur.all("list_events", params)
-            total = cur.one("count_events", params)["total"]
-        return {"items": [event_view(e) for e in items], "total": total}
+            items = cur.all("filter_page", params)
+            total = (
+                cur.one("filter_count", {**params, "upto": None})["total"]
+                if include_total
+                else None
+            )
+        next_cursor = None
+        if len(items) > limit:
+            items = items[:limit]
+            next_cursor = encode_cursor(items[-1]["created_at"], items[-1]["id"])
+        return {
+            "items": [event_view(e) for e in items],
+            "total": total,
+            "next_cursor": next_cursor,
+        }
 
     def get_event(
         self, account_id: uuid.UUID, event_id: uuid.UUID, direction: str | None = None

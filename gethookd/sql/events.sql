@@ -58,22 +58,6 @@ FROM unnest(%(k_source_id)s::uuid[], %(k_key)s::text[]) AS k(source_id, dedup_ke
 JOIN ingest_dedup d ON d.source_id = k.source_id AND d.dedup_key = k.dedup_key
 LEFT JOIN events e ON e.id = d.event_id;
 
--- name: list_events
-SELECT * FROM events
-WHERE account_id = %(account_id)s
-  AND (%(source_id)s::uuid IS NULL OR source_id = %(source_id)s::uuid)
-  AND (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(direction)s::text IS NULL OR direction = %(direction)s::text)
-ORDER BY created_at DESC, id DESC
-LIMIT %(limit)s OFFSET %(offset)s;
-
--- name: count_events
-SELECT count(*) AS total FROM events
-WHERE account_id = %(account_id)s
-  AND (%(source_id)s::uuid IS NULL OR source_id = %(source_id)s::uuid)
-  AND (%(status)s::text IS NULL OR status = %(status)s::text)
-  AND (%(direction)s::text IS NULL OR direction = %(direction)s::text);
-
 -- name: get_event
 SELECT * FROM events WHERE id = %(id)s AND account_id = %(account_id)s;
 
