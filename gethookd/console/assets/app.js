@@ -14,6 +14,7 @@ const ROUTES = [
 
 const main = document.getElementById("main");
 let session = null;
+let optimistic = false; // the first page draws while the session check is in flight
 let cleanup = null;
 let renderToken = 0;
 
@@ -55,10 +56,11 @@ async function render() {
     match = path.match(re);
     if (match) { loader = load; break; }
   }
-  if (!session && !path.startsWith("/console/sign-in")) {
+  if (!session && !optimistic && !path.startsWith("/console/sign-in")) {
     signedOut();
     return;
   }
+  optimistic = false;
   for (const link of document.querySelectorAll("#nav a")) {
     const here = link.getAttribute("href");
     const current = here === "/console/" ? path === "/console" || path === "/console/" : path.startsWith(here);
@@ -111,12 +113,11 @@ document.getElementById("sign-out").addEventListener("click", async () => {
 
 whenSignedOut(signedOut);
 
-async function start() {
-  try {
-    signedIn(await api("GET", "/v1/console/session"));
-  } catch {
-    session = null;
-  }
+// The session check and the first page's own API calls run side by side: a page drawn
+// without a session gets 401s, which lead to the sign-in page as the check itself would.
+function start() {
+  optimistic = !location.pathname.startsWith("/console/sign-in");
+  api("GET", "/v1/console/session").then(signedIn, signedOut);
   render();
 }
 start();
