@@ -39,9 +39,12 @@ TARGET_MS = 200.0
 SEED = """
 CREATE TEMP TABLE g AS
 SELECT i, gen_random_uuid() AS id, gen_random_uuid() AS delivery_id,
-       now() - (i::float / %(n)s) * interval '30 days' AS at,
+       now() - power(i::float / %(n)s, 1.3) * interval '30 days' AS at,
        CASE WHEN i %% 33 = 0 THEN 'dead_letter' WHEN i %% 50 = 1 THEN 'retry_scheduled'
-            WHEN i %% 97 = 2 THEN 'queued' ELSE 'delivered' END AS status
+            WHEN i %% 97 = 2 THEN 'queued'
+            -- an afternoon when one destination was down
+            WHEN i BETWEEN %(n)s * 0.40 AND %(n)s * 0.42 AND i %% 3 = 0 THEN 'dead_letter'
+            ELSE 'delivered' END AS status
 FROM generate_series(1, %(n)s) i;
 INSERT INTO events (id, account_id, direction, source_id, event_type, headers, body,
                     content_type, status, attempts_count, received_at, created_at)

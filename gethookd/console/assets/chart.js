@@ -12,9 +12,9 @@ export function deliveryChart(daily) {
     const total = (d.inbound || 0) + (d.outbound || 0);
     return { ...d, other: Math.max(0, total - (d.delivered || 0) - (d.failed || 0)), total };
   });
-  const W = 720, H = 220, left = 40, bottom = 24, top = 8;
+  const W = 720, H = 220, left = 40, right = 18, bottom = 24, top = 8;
   const max = Math.max(1, ...days.map((d) => d.total));
-  const step = (W - left) / Math.max(1, days.length);
+  const step = (W - left - right) / Math.max(1, days.length);
   const barW = Math.max(2, step * 0.7);
   const y = (v) => top + (H - top - bottom) * (1 - v / max);
   const chart = svg("svg", {
@@ -23,7 +23,7 @@ export function deliveryChart(daily) {
   }, svg("title", { id: "chart-title" }, "Events by delivery outcome per day, last 30 days"));
   for (const tick of [0, Math.round(max / 2), max]) {
     chart.append(
-      svg("line", { x1: left, x2: W, y1: y(tick), y2: y(tick), class: "grid" }),
+      svg("line", { x1: left, x2: W - right, y1: y(tick), y2: y(tick), class: "grid" }),
       svg("text", { x: left - 6, y: y(tick) + 4, class: "axis", "text-anchor": "end" }, String(tick)));
   }
   days.forEach((d, i) => {
