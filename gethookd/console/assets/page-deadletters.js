@@ -18,10 +18,12 @@ export async function render(main, { params }) {
   return list.cleanup;
 }
 
+// POST /v1/events/replay: a dry run counts the matches, then a job replays them in the
+// background; its progress is polled until it ends.
 function bulkReplay(getFilters, reload) {
-  const box = h("div", { class: "field bulk" });
+  const progress = h("span", { id: "bulk-progress", class: "muted", role: "status" });
   const go = h("button", { type: "button", id: "bulk-replay", on: { click: run } }, "Replay all matching");
-  box.append(go);
+  const box = h("div", { class: "field bulk" }, go, progress);
 
   async function run() {
     const body = {};
@@ -29,11 +31,16 @@ function bulkReplay(getFilters, reload) {
     go.disabled = true;
     try {
       const preview = await api("POST", "/v1/events/replay", { ...body, dry_run: true });
-      const count = preview.count ?? preview.matched ?? preview.total ?? 0;
-      if (!count) { toast("No dead-lettered events match these filters."); return; }
-      if (!window.confirm(`Replay ${count} dead-lettered event(s)?`)) return;
-      const done = await api("POST", "/v1/events/replay", body);
-      toast(`Replayed ${done.count ?? done.replayed ?? count} event(s)`);
+      if (!preview.matched) { toast("No dead-lettered events match these filters."); return; }
+      if (!window.confirm(`Replay ${preview.matched} dead-lettered event(s)?`)) return;
+      let job = await api("POST", "/v1/events/replay", body);
+      while (["pending", "running"].includes(job.state)) {
+        progress.textContent = `Replaying: ${job.replayed} of ${job.total}`;
+        await new Promise((done) => setTimeout(done, 1000));
+        job = await api("GET", `/v1/event-replays/${encodeURIComponent(job.id)}`);
+      }
+      progress.textContent = `Replay ${job.state}: ${job.replayed} of ${job.total} replayed` +
+        (job.skipped ? `, ${job.skipped} skipped` : "") + (job.error ? ` (${job.error})` : "");
       reload();
     } catch (err) {
       toast(`Bulk replay failed: ${err.message}`, "error");
