@@ -300,6 +300,131 @@ def purge(dry_run: bool, batch_size: int, config_file: str | None) -> None:
     click.echo(f"{done} expired event(s) " + ("would be deleted" if dry_run else "deleted"))
 
 
+@main.command(epilog=EXIT_CODES)
+@click.option("--account", "account_id", help="Account whose events to replay (its id).")
+@click.option("--source", "source_id", help="Only events of this source (id).")
+@click.option("--destination", "destination_id", help="Only events delivered to this (id).")
+@click.option("--status", help="Only events in this status, e.g. dead_letter.")
+@click.option("--direction", type=click.Choice(["inbound", "outbound"]))
+@click.option("--event-type", help="Only events of this type (exact).")
+@click.option("--since", help="Created at or after (RFC 3339, e.g. 2026-11-28T00:00:00Z).")
+@click.option("--until", help="Created before (RFC 3339).")
+@click.option("--to-destination", "to_destination_id", help="Replay to this destination only (id).")
+@click.option("--dry-run", is_flag=True, help="Only count the events that would be replayed.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.1),
+    help="At most this many events per second (spare live traffic). Default: no limit.",
+)
+@click.option(
+    "--batch-size",
+    default=200,
+    show_default=True,
+    type=click.IntRange(1, 10000),
+    help="Events replayed per transaction.",
+)
+@click.option("--resume", "resume_id", help="Resume this replay job (its id) where it stopped.")
+@config_option
+def replay(
+    account_id: str | None,
+    source_id: str | None,
+    destination_id: str | None,
+    status: str | None,
+    direction: str | None,
+    event_type: str | None,
+    since: str | None,
+    until: str | None,
+    to_destination_id: str | None,
+    dry_run: bool,
+    rate: float | None,
+    batch_size: int,
+    resume_id: str | None,
+    config_file: str | None,
+) -> None:
+    """Replay every event of an account that the filters match, as single replay does.
+
+    Runs as a job: stopped (Ctrl-C, a crash), the same command (or --resume JOB_ID) goes
+    on where it stopped and replays nothing twice. Exit 1 if another process runs the job.
+    """
+    import uuid
+
+    from gethookd.errors import DomainError, Invalid
+    from gethookd.services.event_filter import EventFilter
+    from gethookd.services.replay import Replays
+
+    given = {
+        "source_id": source_id,
+        "destination_id": destination_id,
+        "status": status,
+        "direction": direction,
+        "event_type": event_type,
+        "since": since,
+        "until": until,
+    }
+
+    def an_id(value: str | None, option: str) -> uuid.UUID | None:
+        try:
+            return uuid.UUID(value) if value is not None else None
+        except ValueError:
+            raise click.BadParameter("not an id (a UUID)", param_hint=option) from None
+
+    job_id = an_id(resume_id, "--resume")
+    if job_id is None and account_id is None:
+        raise click.UsageError("give --account (or --resume JOB_ID)")
+    try:
+        event_filter = EventFilter.parse(given.get)
+    except Invalid as exc:
+        raise click.UsageError(exc.message) from None
+    account = an_id(account_id, "--account")
+    target = an_id(to_destination_id, "--to-destination")
+    config = _load(config_file)
+    with _admin_database(config) as (config, database):
+        replays = Replays(config, database)
+        try:
+            if job_id is not None:
+                job = replays.get(None, job_id)
+            elif dry_run:
+                n = replays.matching(account, event_filter, target)
+                click.echo(f"{n} event(s) would be replayed")
+                return
+            else:
+                job = replays.open_like(account, event_filter, target)
+                if job is not None:
+                    click.echo(f"resuming replay job {job['id']} (same account and filters)")
+                else:
+                    job = replays.create(account, event_filter, target, "cli", _rate(rate))
+                    click.echo(f"replay job {job['id']}: {job['total']} event(s)")
+        except DomainError as exc:
+            click.echo(f"gethookd: {exc.message}", err=True)
+            sys.exit(2)
+        if job["state"] not in ("pending", "running"):
+            click.echo(f"replay job {job['id']} is {job['state']}: nothing to do")
+            return
+        rate = rate or job["rate"]  # a resumed job keeps the rate it was started with
+        done = job["replayed"] + job["skipped"]
+        with click.progressbar(length=max(job["total"], done), label="replaying") as bar:
+            bar.update(done)
+            try:
+                result = replays.run(job["id"], rate, batch_size, bar.update)
+            except KeyboardInterrupt:
+                click.echo(f"\nstopped; run it again or --resume {job['id']} to go on", err=True)
+                sys.exit(130)
+    if result is None:
+        click.echo(f"gethookd: another process runs replay job {job['id']} now", err=True)
+        sys.exit(1)
+    click.echo(
+        f"replay job {result['id']} {result['state']}: {result['replayed']} event(s) "
+        f"replayed, {result['skipped']} skipped"
+    )
+    if result["state"] != "finished":
+        sys.exit(1)
+
+
+def _rate(rate: float | None) -> int | None:
+    """The rate as the job records it (whole events per second)."""
+    return None if rate is None else max(1, round(rate))
+
+
 @main.group()
 def accounts() -> None:
     """Manage accounts from the command line (bootstrap without the API)."""

@@ -83,6 +83,14 @@ def test_second_account_sees_none_of_the_first(api_daemon, sink, intruder_auth):
     assert probe("POST", "/v1/events/{event_id}/replay") == 404
     assert probe("GET", "/v1/outbound-events/{event_id}", event_id=outbound["id"]) == 404
     assert probe("POST", "/v1/outbound-events/{event_id}/replay", event_id=outbound["id"]) == 404
+    # Bulk replay: the owner's job is not the intruder's; the intruder's filters on the
+    # owner's ids match nothing (and the owner's event is not replayed, checked below).
+    job = owner.data("POST", "/v1/events/replay", {"event_type": "no.such.type"}, 202)
+    assert probe("GET", "/v1/event-replays/{job_id}", job_id=job["id"]) == 404
+    assert probe("DELETE", "/v1/event-replays/{job_id}", job_id=job["id"]) == 404
+    assert probe("POST", "/v1/events/replay", {"source_id": src["id"]}) == 202
+    dry = {"destination_id": dest["id"], "dry_run": True}
+    assert intruder.data("POST", "/v1/events/replay", dry)["matched"] == 0
     # Creating a route onto the owner's destination or source is refused the same way.
     assert probe("POST", "/v1/routes", {"destination_id": dest["id"]}) == 404
     mine = intruder.data("POST", "/v1/destinations", {"name": "m", "url": sink.url}, 201)

@@ -170,6 +170,8 @@ ROUTES = {
     "/v1/routes/{route_id}": r.Route,
     "/ingest/{token}": r.Ingest,
     "/v1/events": r.Events,
+    "/v1/events/replay": r.BulkReplay,
+    "/v1/event-replays/{job_id}": r.ReplayJob,
     "/v1/events/{event_id}": r.Event,
     "/v1/events/{event_id}/replay": r.Replay,
     "/v1/outbound-events": r.OutboundEvents,

@@ -244,6 +244,56 @@ SCHEMAS: dict[str, dict] = {
         }
     ),
     "ReplayResult": obj({"original_event_id": UUID, "replay_event_id": UUID, "status": STR}),
+    "EventFilter": {
+        "type": "object",
+        "description": "The filters given, times in UTC.",
+        "additionalProperties": False,
+        "properties": {
+            "source_id": UUID,
+            "destination_id": UUID,
+            "status": {"type": "string", "enum": EVENT_STATUS},
+            "direction": {"type": "string", "enum": list(vocabulary.DIRECTIONS)},
+            "event_type": STR,
+            "since": TIME,
+            "until": TIME,
+        },
+    },
+    "ReplayDryRun": obj(
+        {
+            "dry_run": {"type": "boolean", "const": True},
+            "matched": {
+                **INT,
+                "description": "Events the filters match now (with to_destination_id, those "
+                "with no route to it are skipped when replayed).",
+            },
+            "filter": ref("EventFilter"),
+        }
+    ),
+    "ReplayJob": obj(
+        {
+            "id": UUID,
+            "account_id": UUID,
+            "state": {
+                "type": "string",
+                "enum": ["pending", "running", "finished", "failed", "cancelled"],
+            },
+            "filter": ref("EventFilter"),
+            "to_destination_id": NUUID,
+            "runner": {"type": "string", "enum": ["background", "cli"]},
+            "rate": NINT,
+            "total": {**INT, "description": "Events the filters matched when the job was made."},
+            "replayed": INT,
+            "skipped": {
+                **INT,
+                "description": "Originals deleted meanwhile, or with no route to "
+                "to_destination_id.",
+            },
+            "error": NSTR,
+            "created_at": TIME,
+            "started_at": NTIME,
+            "finished_at": NTIME,
+        }
+    ),
     "Stats": obj(
         {
             "by_status": arr(obj({"status": STR, "count": INT})),
@@ -578,6 +628,44 @@ BODIES: dict[str, dict] = {
             "event_type_pattern": nullable(NAME),
             "retry_policy": nullable(RETRY),
         },
+    },
+    "BulkReplay": {
+        **req_obj(
+            {},
+            {
+                "source_id": UUID,
+                "destination_id": {
+                    **UUID,
+                    "description": "Events with a delivery to this destination.",
+                },
+                "status": {"type": "string", "enum": EVENT_STATUS},
+                "direction": {"type": "string", "enum": list(vocabulary.DIRECTIONS)},
+                "event_type": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 200,
+                    "pattern": "^[^\\u0000]*$",
+                },
+                "since": {**TIME, "description": "RFC 3339: created at or after it."},
+                "until": {**TIME, "description": "RFC 3339: created before it."},
+                "dry_run": {
+                    **BOOL,
+                    "description": "Only count what would be replayed (answered 200).",
+                },
+                "to_destination_id": {
+                    **UUID,
+                    "description": "Replay to this destination only (through the original's "
+                    "route to it), not to every route.",
+                },
+                "rate": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 1_000_000,
+                    "description": "Events replayed per second at most.",
+                },
+            },
+        ),
+        "additionalProperties": False,
     },
     "OutboundPublish": req_obj(
         {"payload": STR},
@@ -929,6 +1017,38 @@ PATHS: dict[str, dict] = {
             ],
         )
     },
+    "/v1/events/replay": {
+        "post": {
+            **op(
+                "Replay every event the filters match (a background job)",
+                "202",
+                ref("ReplayJob"),
+                body="BulkReplay",
+                errors=("404",),
+                error_texts={"404": "to_destination_id is not a destination of this account."},
+            ),
+            "description": "Creates a replay job that a delivery process runs in bounded "
+            "batches (follow it at /v1/event-replays/{job_id}); each event is replayed as "
+            "POST /v1/events/{event_id}/replay does, at most once per job. With dry_run: "
+            "only the count, answered 200.",
+        }
+    },
+    "/v1/event-replays/{job_id}": {
+        "get": op(
+            "A bulk replay job and its progress",
+            "200",
+            ref("ReplayJob"),
+            params=[path_id("job_id")],
+            errors=("404",),
+        ),
+        "delete": op(
+            "Cancel a bulk replay job (what it replayed stays replayed)",
+            "200",
+            ref("ReplayJob"),
+            params=[path_id("job_id")],
+            errors=("404",),
+        ),
+    },
     "/v1/events/{event_id}": {
         "get": op(
             "Get an event with its attempts",
@@ -1039,6 +1159,11 @@ PATHS: dict[str, dict] = {
         ),
     },
 }
+
+# A dry run answers 200 with the count instead of 202 with a job.
+PATHS["/v1/events/replay"]["post"]["responses"].update(
+    _ok("200", ref("ReplayDryRun"), "dry_run: how many events would be replayed")
+)
 
 
 def document(base_url: str | None = None) -> dict:

@@ -16,6 +16,8 @@ from gethookd.errors import Invalid, RateLimited, Unauthorized
 from gethookd.service import Gateway
 from gethookd.services.console_sessions import SESSION_COOKIE
 from gethookd.services.event_filter import FILTER_FIELDS, EventFilter
+from gethookd.services.replay import Replays
+from gethookd.services.replay import public as replay_public
 from gethookd.verify.base import PUBLIC_URL
 from gethookd.vocabulary import (
     BACKOFFS,
@@ -438,6 +440,45 @@ class Replay(Base):
     def on_post(self, req: falcon.Request, resp: falcon.Response, event_id: str) -> None:
         event = v.uuid_value(event_id, "id")
         ok(resp, self.gw.replay(req.context.account_id, event, self.direction), falcon.HTTP_202)
+
+
+class BulkReplay(Base):
+    """POST /v1/events/replay: a replay job over every event the filters match."""
+
+    FIELDS = (*FILTER_FIELDS, "dry_run", "to_destination_id", "rate")
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__(gateway)
+        self.replays = Replays(gateway.config, gateway.db)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = v.json_body(req)
+        v.reject_unknown(body, self.FIELDS)
+        event_filter = EventFilter.parse(body.get)
+        dry_run = v.boolean(body, "dry_run")
+        to_destination_id = v.optional_uuid(body, "to_destination_id")
+        rate = v.integer(body, "rate", low=1, high=1_000_000)
+        account = req.context.account_id
+        if dry_run:
+            matched = self.replays.matching(account, event_filter, to_destination_id)
+            ok(resp, {"dry_run": True, "matched": matched, "filter": event_filter.to_json()})
+            return
+        job = self.replays.create(account, event_filter, to_destination_id, rate=rate)
+        ok(resp, replay_public(job), falcon.HTTP_202)
+
+
+class ReplayJob(Base):
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__(gateway)
+        self.replays = Replays(gateway.config, gateway.db)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        job = self.replays.get(req.context.account_id, v.uuid_value(job_id, "id"))
+        ok(resp, replay_public(job))
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        job = self.replays.cancel(req.context.account_id, v.uuid_value(job_id, "id"))
+        ok(resp, replay_public(job))
 
 
 class OutboundEvents(Base):

@@ -35,6 +35,7 @@ from gethookd import crypto, db, deliver, metrics, queue, retention, retry, ssrf
 from gethookd.config import Config
 from gethookd.crypto import SecretBox, aad
 from gethookd.db import Database
+from gethookd.services import replay
 
 log = logging.getLogger("gethookd.worker")
 T = TypeVar("T")
@@ -81,6 +82,7 @@ class DeliveryWorker:
         listener = gevent.spawn(self._listen)
         self._flusher = gevent.spawn(self._flush_loop)
         janitor = gevent.spawn(retention.run_forever, self.config)  # one instance purges
+        replayer = gevent.spawn(replay.run_forever, self.config)  # bulk replay jobs
         failures = 0
         busy = False  # the last claim came back full: more is due
         try:
@@ -131,6 +133,7 @@ class DeliveryWorker:
         finally:
             listener.kill(block=False)
             janitor.kill(block=False)
+            replayer.kill(block=False)
             self._drain()
 
     def stop(self) -> None:

@@ -195,36 +195,58 @@ class Events(Service):
     def replay(self, account_id: uuid.UUID, event_id: uuid.UUID, direction: str | None) -> dict:
         """A new event with the original's body and headers, routed and queued again."""
         with self.db.transaction() as cur:
-            if cur.one("lock_event_for_replay", {"id": event_id, "account_id": account_id}) is None:
-                raise NotFound(f"event {event_id} not found")
-            original = cur.one("get_event", {"id": event_id, "account_id": account_id})
-            if direction and original["direction"] != direction:
-                raise NotFound(f"{direction} event {event_id} not found")
-            if original["direction"] == "inbound":
-                routes = cur.all("routes_for_source", {"source_id": original["source_id"]})
-            else:
-                routes = cur.all("routes_for_outbound", {"account_id": account_id})
-            replay = self._store(
-                cur,
-                routes,
-                account_id=account_id,
-                direction=original["direction"],
-                source_id=original["source_id"],
-                event_type=original["event_type"],
-                external_event_id=original["external_event_id"],
-                headers=original["headers"],
-                body=bytes(original["body"]),
-                content_type=original["content_type"],
-                created_by=f"replay:{event_id}",
-                replay_of=event_id,
-            )
-            cur.run("mark_replayed", {"id": event_id})
+            replay = self.replay_in(cur, account_id, event_id, direction)
         _log_stored(replay, f"replays event {event_id}")
         return {
             "original_event_id": event_id,
             "replay_event_id": replay["id"],
             "status": replay["status"],
         }
+
+    def replay_in(
+        self,
+        cur: Cursor,
+        account_id: uuid.UUID,
+        event_id: uuid.UUID,
+        direction: str | None = None,
+        to_destination_id: uuid.UUID | None = None,
+    ) -> dict | None:
+        """replay() in the caller's transaction (bulk replay runs many in one); the stored
+        row. With to_destination_id only that destination's routes count, only its waiting
+        delivery of the original is superseded, and None means no route of the original
+        leads there (nothing stored)."""
+        if cur.one("lock_event_for_replay", {"id": event_id, "account_id": account_id}) is None:
+            raise NotFound(f"event {event_id} not found")
+        original = cur.one("get_event", {"id": event_id, "account_id": account_id})
+        if direction and original["direction"] != direction:
+            raise NotFound(f"{direction} event {event_id} not found")
+        if original["direction"] == "inbound":
+            routes = cur.all("routes_for_source", {"source_id": original["source_id"]})
+        else:
+            routes = cur.all("routes_for_outbound", {"account_id": account_id})
+        if to_destination_id is not None:
+            routes = [r for r in routes if r["destination_id"] == to_destination_id]
+            if not _targets(routes, original["event_type"]):
+                return None
+        replay = self._store(
+            cur,
+            routes,
+            account_id=account_id,
+            direction=original["direction"],
+            source_id=original["source_id"],
+            event_type=original["event_type"],
+            external_event_id=original["external_event_id"],
+            headers=original["headers"],
+            body=bytes(original["body"]),
+            content_type=original["content_type"],
+            created_by=f"replay:{event_id}",
+            replay_of=event_id,
+        )
+        if to_destination_id is None:
+            cur.run("mark_replayed", {"id": event_id})
+        else:
+            cur.run("mark_replayed_to", {"id": event_id, "destination_id": to_destination_id})
+        return replay
 
     def _store(self, cur: Cursor, routes: list[dict], **event: Any) -> dict:
         """The event and one delivery per matching destination, in the caller's transaction."""
