@@ -479,3 +479,19 @@ def test_dead_letters_replay_one_and_the_filtered_set(signed_in, browser, world,
     _wait(browser, lambda d: "finished" in _find(d, "#bulk-progress")[0].text, "the job", 30)
     assert f"{expected} of {expected}" in _find(browser, "#bulk-progress")[0].text
     wait_for(lambda: sent_to_failing() >= before + expected, 15, "the bulk replay's deliveries")
+
+
+def test_bodies_render_by_kind(signed_in, browser, world):
+    base, post = world["base"], world["post"]
+    cases = {
+        "JSON": (post(world["pipe_a"], {"type": "kind.json", "a": [1]}), '"a": [\n    1\n  ]'),
+        "text/plain": (post(world["pipe_a"], "just words", "text/plain"), "just words"),
+        "binary, hex": (
+            post(world["pipe_a"], b"\x00\x01\x02GIF", "application/octet-stream"),
+            "00 01 02 47 49 46",
+        ),
+    }
+    for kind, (event_id, shown) in cases.items():
+        _go(browser, base, f"/console/events/{event_id}", "#event-body")
+        assert f"Body ({kind})" in _text(browser)
+        assert shown in _find(browser, "#event-body")[0].text
