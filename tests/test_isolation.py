@@ -114,6 +114,8 @@ def test_second_account_sees_none_of_the_first(api_daemon, sink, intruder_auth):
     assert all(row["count"] == 0 for row in listed("/v1/stats")["by_status"])
     assert listed("/v1/brand-settings")["company_name"] is None
     assert listed("/v1/custom-domains") == []
+    assert [d["destination_id"] for d in listed("/v1/destination-stats")] == [mine["id"]]
+    assert listed("/v1/source-stats") == []
     text = intruder.call("GET", "/v1/events").text + intruder.call("GET", "/v1/sources").text
     assert "secret payload" not in text and src["path_token"] not in text
 

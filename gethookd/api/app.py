@@ -179,6 +179,8 @@ ROUTES = {
     "/v1/outbound-events/{event_id}/replay": r.OutboundReplay,
     "/v1/stats": r.Stats,
     "/v1/console/session": r.ConsoleSession,
+    "/v1/destination-stats": r.DestinationStats,
+    "/v1/source-stats": r.SourceStats,
     "/v1/platform-stats": r.PlatformStats,
     "/v1/brand-settings": r.BrandSettings,
     "/v1/custom-domains": r.CustomDomains,

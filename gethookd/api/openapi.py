@@ -310,6 +310,36 @@ SCHEMAS: dict[str, dict] = {
             ),
         }
     ),
+    "DestinationStats": obj(
+        {
+            "destination_id": UUID,
+            "attempts": {
+                **INT,
+                "description": "Finished attempts in the window (succeeded + failed).",
+            },
+            "succeeded": INT,
+            "failed": INT,
+            "success_rate_pct": {
+                "type": ["number", "null"],
+                "description": "100 * succeeded / attempts; null with no attempts.",
+            },
+            "latency_p50_ms": NINT,
+            "latency_p95_ms": NINT,
+            "last_error": {
+                "oneOf": [
+                    {"type": "null"},
+                    obj({"at": TIME, "status_code": NINT, "message": STR}),
+                ],
+                "description": "The latest failed attempt in the window.",
+            },
+        }
+    ),
+    "SourceStats": obj(
+        {
+            "source_id": UUID,
+            "events": {**INT, "description": "Events received in the window (not replays)."},
+        }
+    ),
     "ConsoleSession": obj(
         {
             "account": obj({"id": UUID, "name": STR}),
@@ -809,6 +839,8 @@ EVENT_LIST = [
     {**query("until", _RFC3339), "description": "RFC 3339 date-time: created before it."},
 ]
 
+HOURS = query("hours", {"type": "integer", "minimum": 1, "maximum": 720, "default": 24})
+
 _INGEST = op(
     "Receive a provider's webhook",
     "202",
@@ -1100,6 +1132,22 @@ PATHS: dict[str, dict] = {
         )
     },
     "/v1/stats": {"get": op("Event counts by status and by day (30 days)", "200", ref("Stats"))},
+    "/v1/destination-stats": {
+        "get": op(
+            "Each destination's attempts, success rate, latency and last error over the last hours",
+            "200",
+            arr(ref("DestinationStats")),
+            params=[HOURS],
+        )
+    },
+    "/v1/source-stats": {
+        "get": op(
+            "Events each source received over the last hours",
+            "200",
+            arr(ref("SourceStats")),
+            params=[HOURS],
+        )
+    },
     "/v1/console/session": {
         "post": op(
             "Sign in to the console (email and password, or an API key)",

@@ -584,6 +584,22 @@ def _session(req: falcon.Request) -> dict:
     return session
 
 
+class DestinationStats(Base):
+    query_params = ("hours",)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        hours = v.query_int(req, "hours", 24, 1, 720)
+        ok(resp, self.gw.destination_stats(req.context.account_id, hours))
+
+
+class SourceStats(Base):
+    query_params = ("hours",)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        hours = v.query_int(req, "hours", 24, 1, 720)
+        ok(resp, self.gw.source_stats(req.context.account_id, hours))
+
+
 class PlatformStats(Base):
     auth = False
 

@@ -58,3 +58,48 @@ DELETE FROM console_signin_failures WHERE id IN (
     SELECT id FROM console_signin_failures
     WHERE failed_at <= now() - make_interval(secs => %(window)s) LIMIT 100
 );
+
+-- name: console_destination_stats
+-- Each of the account's destinations over the last %(hours)s hours: finished attempts
+-- (succeeded + failed; pending and cancelled ones are not outcomes), latency percentiles of
+-- those, and the latest failure. One pass over delivery_attempts_destination_started per
+-- destination, from the index alone (it holds outcome and latency_ms); the latest failure's
+-- time comes from the same pass, and only that one attempt is read from the table.
+SELECT dst.id AS destination_id,
+       a.succeeded + a.failed AS attempts, a.succeeded, a.failed,
+       a.latency[1] AS latency_p50_ms, a.latency[2] AS latency_p95_ms,
+       e.at AS error_at, e.status_code AS error_status_code, e.message AS error_message
+FROM destinations dst
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE outcome = 'success') AS succeeded,
+           count(*) FILTER (WHERE outcome NOT IN ('success', 'pending', 'cancelled')) AS failed,
+           percentile_disc(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY latency_ms)
+               FILTER (WHERE outcome NOT IN ('pending', 'cancelled')) AS latency,
+           max(started_at) FILTER (WHERE outcome NOT IN ('success', 'pending', 'cancelled'))
+               AS last_failed_at
+    FROM delivery_attempts
+    WHERE destination_id = dst.id
+      AND started_at > now() - make_interval(hours => %(hours)s)
+) a
+LEFT JOIN LATERAL (
+    SELECT COALESCE(finished_at, started_at) AS at, response_status AS status_code,
+           left(COALESCE(error_message, 'HTTP ' || response_status, outcome), 500) AS message
+    FROM delivery_attempts
+    WHERE destination_id = dst.id AND started_at = a.last_failed_at
+      AND outcome NOT IN ('success', 'pending', 'cancelled')
+    LIMIT 1
+) e ON true
+WHERE dst.account_id = %(account_id)s
+ORDER BY dst.created_at, dst.id;
+
+-- name: console_source_stats
+-- Events stored for each of the account's sources over the last %(hours)s hours, replays
+-- included (telling them apart would read every event from the table; this counts from
+-- events_account_source alone).
+SELECT s.id AS source_id,
+       (SELECT count(*) FROM events e
+        WHERE e.account_id = s.account_id AND e.source_id = s.id
+          AND e.created_at > now() - make_interval(hours => %(hours)s)) AS events
+FROM sources s
+WHERE s.account_id = %(account_id)s
+ORDER BY s.created_at, s.id;
