@@ -370,6 +370,10 @@ def test_pause_and_resume_a_destination(signed_in, browser, world):
     assert world["pipe_b"]["destination"]["id"] not in browser.page_source
     row = f"tr[data-destination='{dest['id']}']"
     assert "active" in _find(browser, row)[0].text
+    # 24 h figures from GET /v1/destination-stats: all delivered here; the other one fails.
+    assert "100.0 %" in _find(browser, row)[0].text
+    flaky = f"tr[data-destination='{world['flaky']['destination']['id']}']"
+    assert "HTTP 500" in _find(browser, flaky)[0].text  # its last error
     _find(browser, row + " button")[0].click()  # Pause
     _wait(browser, lambda d: "paused" in _find(d, row)[0].text, "paused shown")
     assert a.data("GET", f"/v1/destinations/{dest['id']}")["active"] is False
@@ -407,6 +411,11 @@ def test_sources_and_overview_render(signed_in, browser, world):
     _go(browser, base, "/console/sources", ".ingest code")
     assert world["pipe_a"]["source"]["ingest_url"] in _text(browser)
     assert world["pipe_b"]["source"]["ingest_url"] not in browser.page_source
+    counts = browser.execute_script(
+        "return [...document.querySelectorAll(\"td[data-label='Events (24 h)']\")]"
+        ".map(td => td.textContent)"
+    )
+    assert max(int(c.split()[0]) for c in counts) >= 2, counts  # from GET /v1/source-stats
     _go(browser, base, "/console/", "svg.chart")
     assert _find(browser, "svg.chart rect.bar.delivered")
 
