@@ -419,6 +419,16 @@ def test_sources_and_overview_render(signed_in, browser, world):
     _go(browser, base, "/console/", "svg.chart")
     assert _find(browser, "svg.chart rect.bar.delivered")
 
+    # Leaving a page before it has drawn: only the page navigated to shows.
+    browser.get(base + "/console/events")
+    _wait(browser, lambda d: _find(d, "#nav a[href='/console/destinations']"), "the nav")
+    browser.execute_script(
+        "document.querySelector(\"#nav a[href='/console/destinations']\").click()"
+    )
+    _wait(browser, lambda d: _find(d, "tr[data-destination]"), "the destinations")
+    headings = [e.text for e in _find(browser, "main h1")]
+    assert headings == ["Destinations"] and not _find(browser, "#auto-refresh"), headings
+
 
 def test_readable_at_phone_width(signed_in, browser, world):
     browser.set_window_size(375, 800)

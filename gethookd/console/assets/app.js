@@ -72,15 +72,21 @@ async function render() {
     main.append(h("h1", {}, "Not found"), h("p", {}, "This console page does not exist."));
     return;
   }
+  // Each render draws into its own box: one overtaken by a later navigation draws into a
+  // detached box, and its timers are stopped as soon as it finishes.
+  const view = h("div", { class: "view" });
+  main.append(view);
   const page = await loader();
   if (token !== renderToken) return;
   const params = new URLSearchParams(location.search);
   try {
-    cleanup = (await page.render(main, { match, params, navigate, signedIn, session })) || null;
+    const stop = (await page.render(view, { match, params, navigate, signedIn, session })) || null;
+    if (token === renderToken) cleanup = stop;
+    else if (stop) stop();
   } catch (err) {
     if (token !== renderToken) return;
     if (err.status === 401) return;
-    main.append(h("p", { class: "error", role: "alert" }, `Could not load this page: ${err.message}`));
+    view.append(h("p", { class: "error", role: "alert" }, `Could not load this page: ${err.message}`));
   }
   if (token === renderToken) {
     // bench/console_pages.py reads this mark: the page drawn with its API answers.
