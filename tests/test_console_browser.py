@@ -381,6 +381,16 @@ def test_pause_and_resume_a_destination(signed_in, browser, world):
     _wait(browser, lambda d: "Pause" in _find(d, row + " button")[0].text, "resumed shown")
     assert a.data("GET", f"/v1/destinations/{dest['id']}")["active"] is True
 
+    # Rotating the signing secret shows the new one once; the API keeps it masked.
+    _click(browser, f"button[aria-label='Rotate the signing secret of {dest['name']}']", "Rotate")
+    _wait(browser, lambda d: d.switch_to.alert, "the confirmation").accept()
+    secret = _wait(browser, lambda d: _find(d, "#new-secret"), "the new secret")[0].text
+    assert secret.startswith("whsec_") and len(secret) > 20
+    assert secret not in json.dumps(a.data("GET", f"/v1/destinations/{dest['id']}"))
+    browser.refresh()
+    _wait(browser, lambda d: _find(d, row), "the destinations again")
+    assert not _find(browser, "#new-secret") and secret not in browser.page_source
+
 
 def test_markup_in_a_webhook_is_text_and_runs_nothing(signed_in, browser, world):
     base = world["base"]
