@@ -254,6 +254,16 @@ def _click(driver, css, what):
     _wait(driver, click, what)
 
 
+def _unlabelled(driver) -> list[str]:
+    """Form controls without a label, and buttons with neither text nor aria-label."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('input,select')]"
+        ".filter(e => !e.labels || !e.labels.length).map(e => e.id || e.name)"
+        ".concat([...document.querySelectorAll('button')]"
+        ".filter(b => !b.textContent.trim() && !b.getAttribute('aria-label')).map(b => b.id))"
+    )
+
+
 def _text(driver) -> str:
     return driver.execute_script("return document.getElementById('main').innerText")
 
@@ -301,11 +311,7 @@ def test_keyboard_skip_link_and_bad_credentials(browser, world):
     )
     assert first[0] == "skip" and first[1] == "#main" and first[2] >= 0, first
     # Every form control has a label.
-    unlabelled = browser.execute_script(
-        "return [...document.querySelectorAll('input,select')].filter("
-        "e => !e.labels || !e.labels.length).map(e => e.id)"
-    )
-    assert unlabelled == []
+    assert _unlabelled(browser) == []
     # Keyboard only: type, Tab to the password, Enter submits.
     email = _find(browser, "#signin-email")[0]
     email.click()
@@ -321,6 +327,7 @@ def test_sign_in_filter_and_find_an_event(browser, world):
     _go(browser, base, "/console/events", "table a[href^='/console/events/']")
     text = _text(browser)
     assert "order.created" in text and "refund.issued" in text
+    assert _unlabelled(browser) == []
     # Another account's event is not listed, and opening it directly finds nothing.
     assert not _find(browser, f"a[href='/console/events/{ids['other']}']")
 
