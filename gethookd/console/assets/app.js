@@ -14,7 +14,7 @@ const ROUTES = [
 
 const main = document.getElementById("main");
 let session = null;
-let optimistic = false; // the first page draws while the session check is in flight
+let sessionKnown = false; // until the first check answers, pages draw (and 401 if need be)
 let cleanup = null;
 let renderToken = 0;
 
@@ -26,6 +26,7 @@ export function navigate(url, { replace = false } = {}) {
 
 export function signedIn(data) {
   session = data;
+  sessionKnown = true;
   setCsrf(data.csrf_token);
   showChrome();
 }
@@ -38,6 +39,7 @@ function showChrome() {
 
 function signedOut() {
   session = null;
+  sessionKnown = true;
   setCsrf(null);
   showChrome();
   if (!location.pathname.startsWith("/console/sign-in")) {
@@ -56,11 +58,10 @@ async function render() {
     match = path.match(re);
     if (match) { loader = load; break; }
   }
-  if (!session && !optimistic && !path.startsWith("/console/sign-in")) {
+  if (sessionKnown && !session && !path.startsWith("/console/sign-in")) {
     signedOut();
     return;
   }
-  optimistic = false;
   for (const link of document.querySelectorAll("#nav a")) {
     const here = link.getAttribute("href");
     const current = here === "/console/" ? path === "/console" || path === "/console/" : path.startsWith(here);
@@ -122,7 +123,6 @@ whenSignedOut(signedOut);
 // The session check and the first page's own API calls run side by side: a page drawn
 // without a session gets 401s, which lead to the sign-in page as the check itself would.
 function start() {
-  optimistic = !location.pathname.startsWith("/console/sign-in");
   api("GET", "/v1/console/session").then(signedIn, signedOut);
   render();
 }
