@@ -24,7 +24,7 @@ def _app_operations() -> set[tuple[str, str]]:
         (path, method)
         for path, resource in ROUTES.items()
         for method in METHODS
-        if hasattr(resource, f"on_{method}")
+        if hasattr(resource, f"on_{method}") and not path.startswith("/console")
     }
 
 

@@ -12,6 +12,7 @@ import falcon.media
 import psycopg2
 
 from gethookd.api import resources as r
+from gethookd.api.console import Console
 from gethookd.errors import DomainError
 from gethookd.service import Gateway
 from gethookd.services.console_sessions import SESSION_COOKIE, csrf_matches
@@ -183,6 +184,9 @@ ROUTES = {
     "/v1/platform-stats": r.PlatformStats,
     "/v1/brand-settings": r.BrandSettings,
     "/v1/custom-domains": r.CustomDomains,
+    # The console (not in /openapi.json): a static page app calling the routes above.
+    "/console": Console,
+    "/console/{path:path}": Console,
 }
 
 
