@@ -98,6 +98,8 @@ def run_exclusive(config: Config, dry_run: bool = False, **kwargs: Any) -> int |
         try:
             if dry_run:
                 return sum(count(database, config.RETENTION_DAYS).values())
+            kwargs.setdefault("batch", config.RETENTION_BATCH_SIZE)
+            kwargs.setdefault("pause", config.RETENTION_PAUSE)
             return purge(database, config.RETENTION_DAYS, **kwargs)
         finally:
             database.close()
