@@ -84,8 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=200, help="offered webhooks/s (200)")
     parser.add_argument("--seconds", type=float, default=20, help="seconds per window (20)")
     parser.add_argument("--baseline-windows", type=int, default=2, help="windows before (2)")
-    parser.add_argument("--batch-size", type=int, default=None, help="purge batch (setting)")
-    parser.add_argument("--pause", type=float, default=None, help="purge pause s (setting)")
+    parser.add_argument("--batch-size", type=int, default=None, help="RETENTION_BATCH_SIZE (500)")
+    parser.add_argument("--pause", type=float, default=None, help="RETENTION_PAUSE in s (0.05)")
     parser.add_argument(
         "--max-purge-seconds", type=float, default=900, help="stop the purge after this (900)"
     )
@@ -239,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
 
         env = {"DATABASE_URL": db_url, "ENCRYPTION_KEY": run.key}
         config = config_mod.load(None, env)
-        batch = args.batch_size or retention.BATCH
-        pause = retention.PAUSE if args.pause is None else args.pause
+        batch = args.batch_size or config.RETENTION_BATCH_SIZE
+        pause = config.RETENTION_PAUSE if args.pause is None else args.pause
         print(f"purge: batch {batch}, pause {pause:g} s", flush=True)
 
         window(ingest, args.rate, 3)  # warm-up: connections, caches
