@@ -3,9 +3,11 @@ RETENTION_DAYS), with their deliveries and attempts.
 
 Exactly one process among all instances purges at a time: it holds a PostgreSQL advisory
 lock on a connection of its own for the whole run (a crashed holder's lock goes with its
-connection). Deletion goes in bounded batches, each its own short transaction with a pause
-between, so ingest and delivery never wait long behind it. An event with a pending, held
-or in-flight delivery is never deleted.
+connection). Deletion goes in bounded batches (RETENTION_BATCH_SIZE), each its own short
+transaction, with a rest between (RETENTION_PAUSE, and never shorter than the batch took),
+so ingest and delivery never wait long behind it nor lose more than a share of the database.
+Each batch is an index range scan after a cursor, so the events kept are read once per run.
+An event with a pending (or retrying), held or in-flight delivery is never deleted.
 """
 
 from __future__ import annotations
