@@ -270,13 +270,12 @@ def rotate_key(batch_size: int, pause: str, config_file: str | None) -> None:
 @click.option("--dry-run", is_flag=True, help="Only count the events that would be deleted.")
 @click.option(
     "--batch-size",
-    default=500,
-    show_default=True,
+    default=None,
     type=click.IntRange(1, 10000),
-    help="Events deleted per transaction.",
+    help="Events deleted per transaction [default: RETENTION_BATCH_SIZE].",
 )
 @config_option
-def purge(dry_run: bool, batch_size: int, config_file: str | None) -> None:
+def purge(dry_run: bool, batch_size: int | None, config_file: str | None) -> None:
     """Delete finished events older than their account's retention, now.
 
     The delivery processes do this every few minutes on their own; exactly one process
@@ -293,7 +292,8 @@ def purge(dry_run: bool, batch_size: int, config_file: str | None) -> None:
         else:
             total = sum(retention.count(database, config.RETENTION_DAYS).values())
             with click.progressbar(length=total, label="deleting expired events") as bar:
-                done = retention.run_exclusive(config, batch=batch_size, progress=bar.update)
+                batch = batch_size or config.RETENTION_BATCH_SIZE
+                done = retention.run_exclusive(config, batch=batch, progress=bar.update)
     if done is None:
         click.echo("gethookd: another process is purging now; try again later", err=True)
         sys.exit(1)

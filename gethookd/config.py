@@ -294,6 +294,18 @@ SETTINGS: tuple[Setting, ...] = (
         "Days finished events, their deliveries and attempts are kept, for accounts without "
         "their own retention_days; older ones are deleted by a background job.",
     ),
+    Setting(
+        "RETENTION_BATCH_SIZE",
+        _positive_int,
+        "500",
+        "Expired events the purge deletes per transaction (with their deliveries and attempts).",
+    ),
+    Setting(
+        "RETENTION_PAUSE",
+        _duration,
+        "50ms",
+        "Rest between two purge batches, at least; never shorter than the last batch took.",
+    ),
     Setting("LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info", "Log verbosity."),
     Setting("LOG_FORMAT", _choice("text", "json"), "text", "Log lines as text or JSON."),
 )

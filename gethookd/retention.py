@@ -3,9 +3,11 @@ RETENTION_DAYS), with their deliveries and attempts.
 
 Exactly one process among all instances purges at a time: it holds a PostgreSQL advisory
 lock on a connection of its own for the whole run (a crashed holder's lock goes with its
-connection). Deletion goes in bounded batches, each its own short transaction with a pause
-between, so ingest and delivery never wait long behind it. An event with a pending, held
-or in-flight delivery is never deleted.
+connection). Deletion goes in bounded batches (RETENTION_BATCH_SIZE), each its own short
+transaction, with a rest between (RETENTION_PAUSE, and never shorter than the batch took),
+so ingest and delivery never wait long behind it nor lose more than a share of the database.
+Each batch is an index range scan after a cursor, so the events kept are read once per run.
+An event with a pending (or retrying), held or in-flight delivery is never deleted.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +26,8 @@ log = logging.getLogger(__name__)
 
 LOCK_ID = 0x6765_7468_7265_746E  # "gethretn": distinct from the migrations' lock
 BATCH = 500
-PAUSE = 0.05  # seconds between two batches
+PAUSE = 0.05  # seconds between two batches, at least
+REST = 1.0  # ... and at least this many times as long as the last batch took
 EVERY = 300.0  # seconds between two attempts of a delivery process to take the job
 ACTIVE = ("pending", "in_flight", "held")
 
@@ -47,28 +51,39 @@ def purge(
     pause: float = PAUSE,
     progress: Callable[[int], None] = lambda n: None,
     stopping: Callable[[], bool] = lambda: False,
+    rest: float = REST,
 ) -> int:
-    """Delete every expired finished event, batch by batch; returns how many."""
+    """Delete every expired finished event, batch by batch; returns how many.
+
+    After each batch it rests `pause`, or `rest` times as long as the batch took if longer:
+    the purge then takes at most 1 / (1 + rest) of one database connection's time, however
+    slow the database is under live load (a fixed pause alone does not bound that).
+    """
     deleted = 0
     with database.transaction() as cur:
         accounts = cur.all("retention_accounts", {"default_days": default_days})
     for account in accounts:
         params = {"account_id": account["id"], "days": account["retention_days"], "limit": batch}
+        params |= {"after_created": "-infinity", "after_id": str(uuid.UUID(int=0))}
         while not stopping():
+            started = time.monotonic()
             with database.transaction() as cur:
-                ids = [r["id"] for r in cur.all("retention_candidates", params)]
+                rows = cur.all("retention_candidates", params)
+                ids = [r["id"] for r in rows]
                 if ids:
+                    params |= {"after_created": rows[-1]["created_at"], "after_id": ids[-1]}
                     statuses = cur.all("retention_lock_deliveries", {"ids": ids})
                     keep = {r["event_id"] for r in statuses if r["status"] in ACTIVE}
                     ids = [i for i in ids if i not in keep]
                     if ids:
                         cur.run("retention_delete", {"ids": ids})
-            if not ids:
+            if not rows:
                 break
             deleted += len(ids)
             progress(len(ids))
-            if pause:
-                time.sleep(pause)
+            wait = max(pause, rest * (time.monotonic() - started))
+            if wait > 0:
+                time.sleep(wait)
     return deleted
 
 
@@ -85,6 +100,8 @@ def run_exclusive(config: Config, dry_run: bool = False, **kwargs: Any) -> int |
         try:
             if dry_run:
                 return sum(count(database, config.RETENTION_DAYS).values())
+            kwargs.setdefault("batch", config.RETENTION_BATCH_SIZE)
+            kwargs.setdefault("pause", config.RETENTION_PAUSE)
             return purge(database, config.RETENTION_DAYS, **kwargs)
         finally:
             database.close()

@@ -96,9 +96,9 @@ def _counts(db_url) -> dict[str, int]:
     return found
 
 
-def _cli(db_url: str, *args: str) -> subprocess.CompletedProcess:
+def _cli(db_url: str, *args: str, **settings: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in {s.name for s in config_mod.SETTINGS}}
-    env = {**clean, "DATABASE_URL": db_url, "ENCRYPTION_KEY": "11" * 32}
+    env = {**clean, "DATABASE_URL": db_url, "ENCRYPTION_KEY": "11" * 32, **settings}
     return subprocess.run(
         [*gethookd_command(), *args], env=env, capture_output=True, text=True, timeout=120
     )
@@ -181,3 +181,119 @@ def test_an_expired_event_whose_delivery_is_pending_again_is_kept(db_url, histor
         database.close()
     assert deleted == history["expired"] - 10
     assert _counts(db_url)["active"] == 150 + 120 + 80 + 10
+
+
+def test_retention_days_setting_is_the_default_and_an_account_s_own_wins(db_url, history):
+    """RETENTION_DAYS=42: A's 40-day-old events stay, its 45- and 50-day-old ones go; B
+    keeps its own 60 days (its 40-day-old stay, its 90-day-old go)."""
+    expired = 300 + 100 + 250
+    dry = _cli(db_url, "purge", "--dry-run", RETENTION_DAYS="42")
+    assert dry.returncode == 0, dry.stderr
+    assert f"{expired} expired event(s) would be deleted" in dry.stdout
+    done = _cli(db_url, "purge", RETENTION_DAYS="42")
+    assert done.returncode == 0, done.stderr
+    assert f"{expired} expired event(s) deleted" in done.stdout
+    conn = psycopg2.connect(db_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT account_id, min(now() - created_at) < interval '42 days', "
+            "max(now() - created_at) < interval '42 days', count(*) FROM events "
+            "WHERE NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id "
+            "AND d.status IN ('pending', 'held', 'in_flight')) GROUP BY account_id"
+        )
+        kept = {row[0]: row[1:] for row in cur.fetchall()}
+    conn.close()
+    assert kept[history["a"]] == (True, True, 3000 + 500)  # nothing finished over 42 days
+    assert kept[history["b"]] == (True, True, 400)  # the 90-day-old ones went
+
+
+MIXED = """
+WITH ev AS (
+    INSERT INTO events (account_id, direction, body, status, created_at)
+    SELECT %(acc)s, 'inbound', '\\x7b7d'::bytea, 'delivering',
+           now() - interval '40 days' - g * interval '1 second'
+    FROM generate_series(1, %(n)s) g
+    RETURNING id
+), done AS (
+    INSERT INTO deliveries (event_id, destination_id, account_id, status, attempt_count,
+                            max_attempts)
+    SELECT id, %(d1)s, %(acc)s, 'succeeded', 1, 6 FROM ev
+)
+INSERT INTO deliveries (event_id, destination_id, account_id, status, attempt_count,
+                        max_attempts, next_attempt_at)
+SELECT id, %(d2)s, %(acc)s, %(second)s, 2, 6, now() + interval '1 hour' FROM ev
+"""
+
+
+def test_an_event_is_kept_while_any_of_its_deliveries_waits(db_url):
+    """Two deliveries each: one succeeded and the other retrying (pending, attempts left,
+    due later), held or in flight keeps the event; succeeded + dead or cancelled does not."""
+    conn = psycopg2.connect(db_url)
+    with conn, conn.cursor() as cur:
+        acc = _one(cur, "INSERT INTO accounts (name) VALUES ('m') RETURNING id")
+        d1, d2 = (
+            _one(
+                cur,
+                "INSERT INTO destinations (account_id, name, url) "
+                "VALUES (%s, %s, 'http://127.0.0.1:9/') RETURNING id",
+                (acc, name),
+            )
+            for name in ("one", "two")
+        )
+        for second, n in [
+            ("pending", 40),
+            ("held", 30),
+            ("in_flight", 20),
+            ("dead", 50),
+            ("cancelled", 10),
+        ]:
+            cur.execute(MIXED, {"acc": acc, "d1": d1, "d2": d2, "second": second, "n": n})
+    conn.close()
+    done = _cli(db_url, "purge")
+    assert done.returncode == 0, done.stderr
+    assert "60 expired event(s) deleted" in done.stdout
+    conn = psycopg2.connect(db_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT d.status, count(*) FROM deliveries d WHERE d.destination_id = %s GROUP BY 1",
+            (d2,),
+        )
+        left = dict(cur.fetchall())
+        siblings = _one(cur, "SELECT count(*) FROM deliveries WHERE destination_id = %s", (d1,))
+    conn.close()
+    assert left == {"pending": 40, "held": 30, "in_flight": 20}
+    assert siblings == 90  # the kept events kept their succeeded deliveries too
+
+
+def test_replays_and_originals_expire_each_on_its_own(db_url):
+    """An expired original replayed twice since (outbound, so both replays carry its
+    external id) goes and its replays keep naming it; an expired replay of a recent original
+    goes and the original stays. Neither side's deletion fails."""
+    conn = psycopg2.connect(db_url)
+    with conn, conn.cursor() as cur:
+        acc = _one(cur, "INSERT INTO accounts (name) VALUES ('r') RETURNING id")
+
+        def event(age_days: int, direction: str, replay_of=None, external=None):
+            return _one(
+                cur,
+                "INSERT INTO events (account_id, direction, body, status, external_event_id, "
+                "replay_of, created_at) VALUES (%s, %s, '\\x7b7d', 'delivered', %s, %s, "
+                "now() - make_interval(days => %s)) RETURNING id",
+                (acc, direction, external, replay_of, age_days),
+            )
+
+        old_original = event(40, "outbound", external="order-1")
+        new_replays = [event(2, "outbound", old_original, "order-1") for _ in range(2)]
+        new_original = event(3, "inbound")
+        old_replay = event(35, "inbound", new_original)
+    conn.close()
+    done = _cli(db_url, "purge")
+    assert done.returncode == 0, done.stderr
+    assert "2 expired event(s) deleted" in done.stdout
+    conn = psycopg2.connect(db_url)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT id, replay_of FROM events WHERE account_id = %s", (acc,))
+        left = dict(cur.fetchall())
+    conn.close()
+    assert old_original not in left and old_replay not in left
+    assert left == {new_replays[0]: old_original, new_replays[1]: old_original, new_original: None}

@@ -13,13 +13,17 @@ WHERE e.account_id = %(account_id)s
                   WHERE d.event_id = e.id AND d.status IN ('pending', 'in_flight', 'held'))
 
 -- name: retention_candidates
-SELECT e.id
+-- The next batch after the cursor (created_at, id), oldest first: one backward range scan of
+-- events_account_created. The cursor moves past the events kept (a delivery still waiting),
+-- so each is read once per run, not once per batch.
+SELECT e.id, e.created_at
 FROM events e
 WHERE e.account_id = %(account_id)s
   AND e.created_at < now() - make_interval(days => %(days)s)
+  AND (e.created_at, e.id) > (%(after_created)s::timestamptz, %(after_id)s::uuid)
   AND NOT EXISTS (SELECT 1 FROM deliveries d
                   WHERE d.event_id = e.id AND d.status IN ('pending', 'in_flight', 'held'))
-ORDER BY e.created_at
+ORDER BY e.created_at, e.id
 LIMIT %(limit)s
 FOR UPDATE OF e SKIP LOCKED
 
