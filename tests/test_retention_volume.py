@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 import psycopg2
 
@@ -57,7 +56,7 @@ def _purge(db_url: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_purge_of_100k_events_is_exact_and_bounded(db_url):
+def test_purge_of_100k_events_is_exact(db_url):
     conn = psycopg2.connect(db_url)
     conn.autocommit = True
     with conn.cursor() as cur:
@@ -87,9 +86,8 @@ def test_purge_of_100k_events_is_exact_and_bounded(db_url):
         assert f"{EXPIRED} expired event(s) would be deleted" in dry.stdout
         assert _counts(cur) == before
 
-        started = time.monotonic()
+        # _purge's timeout bounds it; speed itself is measured in bench/retention.py.
         done = _purge(db_url, "--batch-size", "1000")
-        took = time.monotonic() - started
         assert done.returncode == 0, done.stderr
         assert f"{EXPIRED} expired event(s) deleted" in done.stdout
         after = _counts(cur)
@@ -102,6 +100,4 @@ def test_purge_of_100k_events_is_exact_and_bounded(db_url):
         }
         cur.execute("SELECT status, count(*) FROM deliveries GROUP BY 1")
         assert dict(cur.fetchall()) == {"held": 3_000, "pending": 2_000, "succeeded": 5_000}
-        # Generous for a shared 2-core machine; before the 0009 index it took hours.
-        assert took < 60, f"the purge of {EXPIRED:,} events took {took:.0f} s"
     conn.close()
