@@ -29,7 +29,9 @@ CREATE INDEX console_signin_failures_email ON console_signin_failures (email, fa
 CREATE INDEX console_signin_failures_address ON console_signin_failures (address, failed_at);
 CREATE INDEX console_signin_failures_at ON console_signin_failures (failed_at);
 
--- Destination figures over the last hours: a destination's attempts by time, with what the
--- figures need, so they are read from the index alone.
+-- Destination figures over the last hours: a destination's finished attempts by time, with
+-- what the figures need, so they are read from the index alone. Partial, so opening an attempt
+-- (a pending row) costs the delivery path nothing here; only recording its outcome does.
 CREATE INDEX delivery_attempts_destination_started ON delivery_attempts
-    (destination_id, started_at) INCLUDE (outcome, latency_ms);
+    (destination_id, started_at) INCLUDE (outcome, latency_ms)
+    WHERE outcome <> 'pending';

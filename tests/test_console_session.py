@@ -107,7 +107,7 @@ def test_secure_flag_and_ttl_from_settings(daemon_factory):
     assert "Secure" in parts and "Max-Age=90" in parts
 
 
-@pytest.mark.parametrize("csrf", [None, "", "0" * 64])
+@pytest.mark.parametrize("csrf", [None, "", "0" * 64, "\u00e9" * 64])
 def test_changes_with_the_cookie_need_the_csrf_token(api_daemon, sink, csrf):
     owner, browser, session = _signed_in(api_daemon.url)
     dest = owner.data("POST", "/v1/destinations", {"name": "d", "url": sink.url}, status=201)

@@ -29,7 +29,10 @@ def csrf_token(session_token: str) -> str:
 
 
 def csrf_matches(session_token: str, given: str | None) -> bool:
-    return bool(given) and hmac.compare_digest(csrf_token(session_token), given)
+    """In constant time; as bytes, since a header may hold any latin-1 character."""
+    if not given:
+        return False
+    return hmac.compare_digest(csrf_token(session_token).encode(), given.encode())
 
 
 class ConsoleSessions(Service):

@@ -62,9 +62,10 @@ DELETE FROM console_signin_failures WHERE id IN (
 -- name: console_destination_stats
 -- Each of the account's destinations over the last %(hours)s hours: finished attempts
 -- (succeeded + failed; pending and cancelled ones are not outcomes), latency percentiles of
--- those, and the latest failure. One pass over delivery_attempts_destination_started per
--- destination, from the index alone (it holds outcome and latency_ms); the latest failure's
--- time comes from the same pass, and only that one attempt is read from the table.
+-- those, and the latest failure. One pass over delivery_attempts_destination_started (partial:
+-- outcome <> 'pending', which both lookups repeat so the planner can use it) per destination,
+-- from the index alone; the latest failure's time comes from the same pass, and only that one
+-- attempt is read from the table.
 SELECT dst.id AS destination_id,
        a.succeeded + a.failed AS attempts, a.succeeded, a.failed,
        a.latency[1] AS latency_p50_ms, a.latency[2] AS latency_p95_ms,
@@ -78,15 +79,15 @@ CROSS JOIN LATERAL (
            max(started_at) FILTER (WHERE outcome NOT IN ('success', 'pending', 'cancelled'))
                AS last_failed_at
     FROM delivery_attempts
-    WHERE destination_id = dst.id
+    WHERE destination_id = dst.id AND outcome <> 'pending'
       AND started_at > now() - make_interval(hours => %(hours)s)
 ) a
 LEFT JOIN LATERAL (
     SELECT COALESCE(finished_at, started_at) AS at, response_status AS status_code,
            left(COALESCE(error_message, 'HTTP ' || response_status, outcome), 500) AS message
     FROM delivery_attempts
-    WHERE destination_id = dst.id AND started_at = a.last_failed_at
-      AND outcome NOT IN ('success', 'pending', 'cancelled')
+    WHERE destination_id = dst.id AND started_at = a.last_failed_at AND outcome <> 'pending'
+      AND outcome NOT IN ('success', 'cancelled')
     LIMIT 1
 ) e ON true
 WHERE dst.account_id = %(account_id)s
