@@ -30,11 +30,12 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import base64, dataclasses, json, sys
-import gevent, gevent.pool, requests
-from gethookd import deliver
+import base64, dataclasses, ipaddress, json, sys
+import gevent, gevent.pool
+from gethookd import deliver, ssrf
 
-session = requests.Session()
+# The delivery client a delivery process uses, opened to the loopback test servers.
+session = deliver.new_session(ssrf.Policy((ipaddress.ip_network("127.0.0.0/8"),)), 50)
 
 def one(spec):
     outer = spec.pop("outer_timeout", None)
