@@ -30,11 +30,12 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import base64, dataclasses, json, sys
-import gevent, gevent.pool, requests
-from gethookd import deliver
+import base64, dataclasses, ipaddress, json, sys
+import gevent, gevent.pool
+from gethookd import deliver, ssrf
 
-session = requests.Session()
+# The delivery client a delivery process uses, opened to the loopback test servers.
+session = deliver.new_session(ssrf.Policy((ipaddress.ip_network("127.0.0.0/8"),)), 50)
 
 def one(spec):
     outer = spec.pop("outer_timeout", None)
@@ -375,3 +376,17 @@ def test_hop_by_hop_custom_headers_are_dropped():
 )
 def test_cap_text(text, limit, expected):
     assert cap_text(text, limit) == expected
+
+
+def test_destination_urls_are_parsed_once_as_requests_read_them():
+    from gethookd.deliver import InvalidURL, _parse_target
+
+    got = _parse_target("https://u:p%40ss@B\u00fccher.example:8443/a b?x=1#frag")
+    assert got.key == ("https", "xn--bcher-kva.example", 8443)
+    assert got.request_uri == "/a%20b?x=1"  # percent-encoded, fragment dropped
+    assert got.authorization == "Basic " + base64.b64encode(b"u:p@ss").decode()
+    assert _parse_target("http://127.0.0.1").key == ("http", "127.0.0.1", 80)
+    assert _parse_target("http://127.0.0.1").request_uri == "/"
+    for bad in ("ftp://example.com/x", "http://127.0.0.1:notaport/x", "example.com/x"):
+        with pytest.raises(InvalidURL):
+            _parse_target(bad)
