@@ -39,16 +39,6 @@ export async function api(method, path, body) {
 
 export const get = (path) => api("GET", path);
 
-// A GET that answers null where this gateway lacks the route (older API, other branch).
-export async function optional(path) {
-  try {
-    return await get(path);
-  } catch (err) {
-    if (err.status === 404 || err.status === 405) return null;
-    throw err;
-  }
-}
-
 export function query(params) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) {
@@ -56,21 +46,4 @@ export function query(params) {
   }
   const s = q.toString();
   return s ? `?${s}` : "";
-}
-
-// What this gateway's API offers, read once from its OpenAPI document, so the pages use
-// newer parameters (event filters, cursor paging, bulk replay, stats) only where present.
-let caps = null;
-export async function capabilities() {
-  if (caps) return caps;
-  const resp = await fetch("/openapi.json", { credentials: "same-origin" });
-  const doc = resp.ok ? await resp.json() : { paths: {} };
-  const paths = doc.paths || {};
-  const eventParams = new Set(
-    ((paths["/v1/events"] || {}).get?.parameters || []).map((p) => p.name));
-  caps = {
-    eventParams,
-    bulkReplay: Boolean((paths["/v1/events/replay"] || {}).post),
-  };
-  return caps;
 }

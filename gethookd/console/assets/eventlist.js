@@ -1,5 +1,5 @@
 // The filtered, paged, self-refreshing list of events shared by Events and Dead letters.
-import { api, capabilities, get, query } from "./api.js";
+import { api, get, query } from "./api.js";
 import { clear, h, select, short, statusBadge, table, timeEl, toast } from "./dom.js";
 
 const STATUSES = ["received", "accepted", "queued", "delivering", "delivered",
@@ -9,20 +9,17 @@ const LIMIT = 25;
 
 // options: {fixedStatus, rowActions(event, reload) -> nodes, title, extra(filters) -> node}
 export async function eventList(main, params, options = {}) {
-  const [caps, sources, destinations] = await Promise.all(
-    [capabilities(), get("/v1/sources"), get("/v1/destinations")]);
+  const [sources, destinations] = await Promise.all([get("/v1/sources"), get("/v1/destinations")]);
   const sourceName = new Map(sources.map((s) => [s.id, s.name]));
-  const has = (name) => caps.eventParams.has(name);
 
   const filters = {
     status: options.fixedStatus || params.get("status") || "",
     source_id: params.get("source_id") || "",
-    destination_id: has("destination_id") ? params.get("destination_id") || "" : "",
-    event_type: has("event_type") ? params.get("event_type") || "" : "",
-    since: has("since") ? params.get("since") || "" : "",
-    until: has("until") ? params.get("until") || "" : "",
+    destination_id: params.get("destination_id") || "",
+    event_type: params.get("event_type") || "",
+    since: params.get("since") || "",
+    until: params.get("until") || "",
   };
-  let offset = Number(params.get("offset")) || 0;
   let cursor = "";
   const cursorStack = [];
 
@@ -34,7 +31,7 @@ export async function eventList(main, params, options = {}) {
   const form = h("form", { class: "filters", role: "search", "aria-label": "Filter events" });
   const change = (name) => (event) => {
     filters[name] = event.target.value;
-    offset = 0; cursor = ""; cursorStack.length = 0;
+    cursor = ""; cursorStack.length = 0;
     keepInUrl();
     load();
   };
@@ -44,22 +41,16 @@ export async function eventList(main, params, options = {}) {
   }
   form.append(select("f-source", "Source",
     [["", "Any source"], ...sources.map((s) => [s.id, s.name])], filters.source_id, change("source_id")));
-  if (has("destination_id")) {
-    form.append(select("f-destination", "Destination",
-      [["", "Any destination"], ...destinations.map((d) => [d.id, d.name])],
-      filters.destination_id, change("destination_id")));
-  }
-  if (has("event_type")) {
-    form.append(h("div", { class: "field" }, h("label", { for: "f-type" }, "Event type"),
-      h("input", { id: "f-type", name: "event_type", type: "search", value: filters.event_type,
-        placeholder: "e.g. push", on: { change: change("event_type") } })));
-  }
-  if (has("since")) {
-    for (const [name, label] of [["since", "From"], ["until", "To"]]) {
-      form.append(h("div", { class: "field" }, h("label", { for: `f-${name}` }, label),
-        h("input", { id: `f-${name}`, name, type: "datetime-local", value: toLocalInput(filters[name]),
-          on: { change: (e) => change(name)({ target: { value: fromLocalInput(e.target.value) } }) } })));
-    }
+  form.append(select("f-destination", "Destination",
+    [["", "Any destination"], ...destinations.map((d) => [d.id, d.name])],
+    filters.destination_id, change("destination_id")));
+  form.append(h("div", { class: "field" }, h("label", { for: "f-type" }, "Event type"),
+    h("input", { id: "f-type", name: "event_type", type: "search", value: filters.event_type,
+      placeholder: "e.g. push", on: { change: change("event_type") } })));
+  for (const [name, label] of [["since", "From"], ["until", "To"]]) {
+    form.append(h("div", { class: "field" }, h("label", { for: `f-${name}` }, label),
+      h("input", { id: `f-${name}`, name, type: "datetime-local", value: toLocalInput(filters[name]),
+        on: { change: (e) => change(name)({ target: { value: fromLocalInput(e.target.value) } }) } })));
   }
   form.addEventListener("submit", (e) => e.preventDefault());
   form.append(h("div", { class: "field toggle" }, auto, h("label", { for: "auto-refresh" }, "Refresh every 5 s")));
@@ -68,19 +59,15 @@ export async function eventList(main, params, options = {}) {
   main.append(form, h("p", { class: "muted" }, refreshed), listBox, pager);
 
   function keepInUrl() {
-    const q = { ...filters, offset: offset || "" };
+    const q = { ...filters };
     if (options.fixedStatus) delete q.status;
     history.replaceState(null, "", location.pathname + query(q));
   }
 
   function apiQuery() {
     const q = { ...filters, limit: LIMIT };
-    if (has("cursor")) {
-      if (cursor) q.cursor = cursor;
-      if (has("include_total")) q.include_total = "false";
-    } else {
-      q.offset = offset;
-    }
+    if (cursor) q.cursor = cursor;
+    q.include_total = "false";
     return query(q);
   }
 
@@ -124,17 +111,9 @@ export async function eventList(main, params, options = {}) {
   function drawPager(page) {
     clear(pager);
     const button = (label, enabled, go) => h("button", { type: "button", disabled: !enabled, on: { click: go } }, label);
-    if (has("cursor")) {
-      pager.append(
-        button("Newer", cursorStack.length > 0, () => { cursor = cursorStack.pop() || ""; load(); }),
-        button("Older", Boolean(page.next_cursor), () => { cursorStack.push(cursor); cursor = page.next_cursor; load(); }));
-    } else {
-      const total = page.total ?? 0;
-      pager.append(
-        button("Newer", offset > 0, () => { offset = Math.max(0, offset - LIMIT); keepInUrl(); load(); }),
-        h("span", {}, total ? `${offset + 1}–${Math.min(offset + LIMIT, total)} of ${total}` : ""),
-        button("Older", offset + LIMIT < total, () => { offset += LIMIT; keepInUrl(); load(); }));
-    }
+    pager.append(
+      button("Newer", cursorStack.length > 0, () => { cursor = cursorStack.pop() || ""; load(); }),
+      button("Older", Boolean(page.next_cursor), () => { cursorStack.push(cursor); cursor = page.next_cursor; load(); }));
   }
 
   // Refresh while the page is open and visible; at once when the tab comes back.

@@ -1,14 +1,13 @@
-// Dead letters: dead-lettered events, replay one, or (where the API has it) the filtered set.
-import { api, capabilities } from "./api.js";
+// Dead letters: dead-lettered events, replay one, or the whole filtered set.
+import { api } from "./api.js";
 import { h, toast } from "./dom.js";
 import { eventList, replayButton } from "./eventlist.js";
 
 export async function render(main, { params }) {
   main.append(h("h1", {}, "Dead letters"),
     h("p", { class: "muted" }, "Events whose deliveries ran out of attempts. Replaying one delivers a fresh copy to its destinations."));
-  const caps = await capabilities();
   let list = null;
-  const extra = caps.bulkReplay ? (filters) => bulkReplay(filters, () => list && list.reload()) : undefined;
+  const extra = (filters) => bulkReplay(filters, () => list && list.reload());
   list = await eventList(main, params, {
     fixedStatus: "dead_letter",
     title: "Dead-lettered events, newest first",

@@ -1,6 +1,6 @@
 // Destinations: state and why, 24 h success rate and latency, last error, pause/resume,
 // and signing-secret rotation (the new secret is shown once).
-import { api, get, optional, query } from "./api.js";
+import { api, get, query } from "./api.js";
 import { clear, copyButton, h, ms, pct, table, timeEl, toast, when } from "./dom.js";
 
 export async function render(main) {
@@ -12,7 +12,7 @@ export async function render(main) {
   async function load() {
     const [dests, stats] = await Promise.all([
       get("/v1/destinations"),
-      optional(`/v1/destination-stats${query({ hours: 24 })}`),
+      get(`/v1/destination-stats${query({ hours: 24 })}`),
     ]);
     const byDest = new Map((stats || []).map((s) => [s.destination_id, s]));
     const rows = dests.map((d) => row(d, byDest.get(d.id)));

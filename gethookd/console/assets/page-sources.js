@@ -1,12 +1,12 @@
 // Sources: ingest URL with a copy button, verification mode, events in the last 24 hours.
-import { get, optional, query } from "./api.js";
+import { get, query } from "./api.js";
 import { copyButton, h, table } from "./dom.js";
 
 export async function render(main) {
   main.append(h("h1", {}, "Sources"));
   const [sources, stats] = await Promise.all([
     get("/v1/sources"),
-    optional(`/v1/source-stats${query({ hours: 24 })}`),
+    get(`/v1/source-stats${query({ hours: 24 })}`),
   ]);
   const counts = new Map((stats || []).map((s) => [s.source_id, s.events]));
   const rows = sources.map((s) => h("tr", {},
