@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 
 import pytest
@@ -307,6 +308,11 @@ def test_ingest_routes_by_event_type_and_lists_events(api, sink):
     event = api.data("GET", f"/v1/events/{hit['id']}")["event"]
     assert event["headers"]["content-type"] == "application/json"
     assert event["direction"] == "inbound" and event["event_type"] == "order.created"
+    raw = b"\xff\xfe\x00not utf-8"
+    binary = requests.post(url, data=raw, headers={"Content-Type": "application/octet-stream"})
+    detail = api.data("GET", f"/v1/events/{binary.json()['data']['id']}")
+    assert base64.b64decode(detail["body_base64"]) == raw
+    assert "\ufffd" in detail["event"]["body"]  # the text form cannot carry these bytes
 
     for query, fragment in [
         ("limit=0", "limit"),

@@ -531,3 +531,7 @@ def test_bodies_render_by_kind(signed_in, browser, world):
         _go(browser, base, f"/console/events/{event_id}", "#event-body")
         assert f"Body ({kind})" in _text(browser)
         assert shown in _find(browser, "#event-body")[0].text
+    # Not UTF-8: the dump shows the bytes as received, not replacement characters.
+    event_id = post(world["pipe_a"], b"\xff\xfe\x80GIF", "application/octet-stream")
+    _go(browser, base, f"/console/events/{event_id}", "#event-body")
+    assert "ff fe 80 47 49 46" in _find(browser, "#event-body")[0].text

@@ -234,7 +234,16 @@ SCHEMAS: dict[str, dict] = {
             },
         }
     ),
-    "EventDetail": obj({"event": ref("Event"), "attempts": arr(ref("DeliveryAttempt"))}),
+    "EventDetail": obj(
+        {
+            "event": ref("Event"),
+            "attempts": arr(ref("DeliveryAttempt")),
+            "body_base64": {
+                **STR,
+                "description": "The body's exact bytes, base64-encoded (event.body is text).",
+            },
+        }
+    ),
     "Accepted": obj({"id": UUID, "status": {"type": "string", "enum": EVENT_STATUS}}),
     "Duplicate": obj(
         {

@@ -7,6 +7,7 @@ when it commits.
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import json
 import logging
@@ -310,7 +311,9 @@ class Events(Service):
             if event is None or (direction and event["direction"] != direction):
                 raise NotFound(f"event {event_id} not found")
             attempts = cur.all("list_attempts", {"event_id": event_id})
-        return {"event": event_view(event), "attempts": attempts}
+        # The exact bytes too: `body` is text, and a binary body does not survive as text.
+        raw = base64.b64encode(bytes(event["body"])).decode("ascii")
+        return {"event": event_view(event), "attempts": attempts, "body_base64": raw}
 
     def stats(self, account_id: uuid.UUID) -> dict:
         with self.db.transaction() as cur:

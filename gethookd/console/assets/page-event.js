@@ -23,7 +23,7 @@ export async function render(main, { match, navigate }) {
     event.payload_hash ? fact("Payload hash", h("span", { class: "mono" }, event.payload_hash)) : null);
 
   const contentType = headerValue(event.headers, "content-type");
-  const body = renderBody(event.body, contentType);
+  const body = renderBody(event.body, contentType, detail.body_base64);
   const headers = table("Headers", ["Name", "Value"],
     Object.entries(event.headers || {}).map(([k, v]) =>
       h("tr", {}, h("th", { scope: "row", class: "mono" }, k), h("td", { class: "mono wrap" }, String(v)))));
@@ -60,9 +60,9 @@ function headerValue(headers, name) {
   return "";
 }
 
-// The API carries the body as a string (bytes that are not UTF-8 arrive as U+FFFD), so
-// "binary" means: declared binary, or holding replacement or control characters.
-export function renderBody(text, contentType) {
+// "binary" means: declared binary, not UTF-8, or holding control characters; its hex dump
+// is of the exact bytes (body_base64), since the text form replaces what is not UTF-8.
+export function renderBody(text, contentType, base64) {
   const ct = contentType.toLowerCase();
   if (ct.includes("json") || /^\s*[[{]/.test(text)) {
     try {
@@ -71,9 +71,14 @@ export function renderBody(text, contentType) {
   }
   const binaryType = /octet-stream|^image\/|^audio\/|^video\/|protobuf|msgpack|zip|gzip/.test(ct);
   if (binaryType || /[\uFFFD\u0000-\u0008\u000E-\u001F]/.test(text)) {
-    return { kind: "binary, hex", node: h("pre", { class: "body", id: "event-body" }, hexDump(new TextEncoder().encode(text))) };
+    return { kind: "binary, hex", node: h("pre", { class: "body", id: "event-body" }, hexDump(base64 ? fromBase64(base64) : new TextEncoder().encode(text))) };
   }
   return { kind: ct ? ct.split(";")[0] : "text", node: h("pre", { class: "body", id: "event-body" }, text) };
+}
+
+function fromBase64(b64) {
+  const raw = atob(b64);
+  return Uint8Array.from(raw, (c) => c.charCodeAt(0));
 }
 
 function hexDump(bytes) {
