@@ -1,5 +1,6 @@
 """Retention: delete finished events older than their account's `retention_days` (default
-RETENTION_DAYS), with their deliveries and attempts.
+RETENTION_DAYS), with their deliveries and attempts, and bulk-replay jobs that ended
+longer ago than the same window.
 
 Exactly one process among all instances purges at a time: it holds a PostgreSQL advisory
 lock on a connection of its own for the whole run (a crashed holder's lock goes with its
@@ -81,10 +82,33 @@ def purge(
                 break
             deleted += len(ids)
             progress(len(ids))
-            wait = max(pause, rest * (time.monotonic() - started))
-            if wait > 0:
-                time.sleep(wait)
+            _rest(started, pause, rest)
+        _purge_replay_jobs(database, params, pause, rest, stopping)
     return deleted
+
+
+def _rest(started: float, pause: float, rest: float) -> None:
+    wait = max(pause, rest * (time.monotonic() - started))
+    if wait > 0:
+        time.sleep(wait)
+
+
+def _purge_replay_jobs(
+    database: Database, params: dict, pause: float, rest: float, stopping: Callable[[], bool]
+) -> None:
+    """Ended bulk-replay jobs past the window go too, their items in bounded batches."""
+    with database.transaction() as cur:
+        jobs = [r["id"] for r in cur.all("retention_expired_replay_jobs", params)]
+    for job_id in jobs:
+        job = {"job_id": job_id, "limit": params["limit"]}
+        while not stopping():
+            started = time.monotonic()
+            with database.transaction() as cur:
+                cur.run("retention_delete_replay_items", job)
+                if cur.raw.rowcount == 0:
+                    cur.run("retention_delete_replay_job", job)
+                    break
+            _rest(started, pause, rest)
 
 
 def run_exclusive(config: Config, dry_run: bool = False, **kwargs: Any) -> int | None:

@@ -297,3 +297,39 @@ def test_replays_and_originals_expire_each_on_its_own(db_url):
     conn.close()
     assert old_original not in left and old_replay not in left
     assert left == {new_replays[0]: old_original, new_replays[1]: old_original, new_original: None}
+
+
+def test_ended_replay_jobs_past_the_window_go_with_their_items(db_url, history):
+    conn = psycopg2.connect(db_url)
+    conn.autocommit = True
+    jobs = {}
+    with conn.cursor() as cur:
+        # (state, ended days ago): only the first two are past account A's 30 days.
+        for name, state, ended in [
+            ("old_finished", "finished", 40),
+            ("old_cancelled", "cancelled", 35),
+            ("recent", "finished", 5),
+            ("running", "running", None),
+        ]:
+            jobs[name] = _one(
+                cur,
+                "INSERT INTO replay_jobs (account_id, filter, runner, state, total, finished_at) "
+                "VALUES (%s, '{}', 'background', %s, 1200, "
+                "now() - make_interval(days => %s)) RETURNING id",
+                (history["a"], state, ended),
+            )
+            cur.execute(
+                "INSERT INTO replay_job_items (job_id, original_event_id) "
+                "SELECT %s, gen_random_uuid() FROM generate_series(1, 1200)",
+                (jobs[name],),
+            )
+    done = _cli(db_url, "purge", "--batch-size", "500")  # items go in three batches per job
+    assert done.returncode == 0, done.stderr
+    with conn.cursor() as cur:
+        cur.execute("SELECT id FROM replay_jobs")
+        left = {r[0] for r in cur.fetchall()}
+        cur.execute("SELECT job_id, count(*) FROM replay_job_items GROUP BY 1")
+        items = dict(cur.fetchall())
+    conn.close()
+    assert left == {jobs["recent"], jobs["running"]}
+    assert items == {jobs["recent"]: 1200, jobs["running"]: 1200}

@@ -45,3 +45,22 @@ SELECT pg_try_advisory_lock(%(lock)s) AS locked
 
 -- name: retention_unlock
 SELECT pg_advisory_unlock(%(lock)s)
+
+-- name: retention_expired_replay_jobs
+-- Bulk replay jobs that ended longer ago than the account's window. Their items go first, a
+-- batch at a time (a job over a million events has a million items), then the job itself.
+SELECT id FROM replay_jobs
+WHERE account_id = %(account_id)s
+  AND state IN ('finished', 'failed', 'cancelled')
+  AND finished_at < now() - make_interval(days => %(days)s)
+ORDER BY finished_at
+LIMIT 100
+
+-- name: retention_delete_replay_items
+DELETE FROM replay_job_items
+WHERE (job_id, original_event_id) IN (
+    SELECT job_id, original_event_id FROM replay_job_items
+    WHERE job_id = %(job_id)s LIMIT %(limit)s)
+
+-- name: retention_delete_replay_job
+DELETE FROM replay_jobs WHERE id = %(job_id)s
