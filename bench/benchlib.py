@@ -7,8 +7,10 @@ embedded PostgreSQL in a temporary directory, as `gethookd run` would.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -29,6 +31,38 @@ def code_version() -> str:
     except Exception:
         rev = "?"
     return f"{root} ({rev})"
+
+
+def start_api(env: dict[str, str], log_path: Path, timeout: float = 120) -> subprocess.Popen:
+    """`gethookd run --role api` with env (PORT among it), once its /readyz answers 200.
+
+    It leads its own process group, so os.killpg stops it with its workers. Exits with the
+    log's tail if it dies or is not ready in time.
+    """
+    import requests
+
+    exe = Path(sys.executable).parent / "gethookd"
+    argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "gethookd.cli"]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [*argv, "run", "--role", "api"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{env['PORT']}/readyz"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return proc
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(Path(log_path).read_text(errors="replace")[-3000:])
+        time.sleep(0.2)
 
 
 class Postgres:

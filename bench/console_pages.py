@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import Postgres, code_version  # noqa: E402
+from benchlib import Postgres, code_version, start_api  # noqa: E402
 
 TARGET_MS = 200.0
 SEED = """
@@ -248,25 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             "ALLOWED_DESTINATION_NETWORKS": "127.0.0.0/8",
             "LOG_LEVEL": "warning",
         }
-        exe = Path(sys.executable).parent / "gethookd"
-        log = open(tmp / "gethookd.log", "w")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
-            [str(exe), "run", "--role", "api"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit((tmp / "gethookd.log").read_text()[-3000:])
-            time.sleep(0.2)
+        proc = start_api(env, tmp / "gethookd.log", timeout=60)
 
         email = "bench@example.com"
         boot = requests.post(

@@ -30,7 +30,9 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from helpers import Api, free_port, gethookd_command, wait_for  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import start_api  # noqa: E402
+from helpers import Api, free_port  # noqa: E402
 
 BODY = b'{"type":"order.created","data":{"id":"ord_1","total":4200}}'
 
@@ -74,24 +76,9 @@ def main() -> None:
         "LOG_LEVEL": "warning",
         "API_WORKERS": "2",
     }
-    log = open(Path(tmp) / "daemon.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [*gethookd_command(), "run", "--role", "api"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = start_api(env, Path(tmp) / "daemon.log")
     base = f"http://127.0.0.1:{port}"
     try:
-
-        def ready() -> bool:
-            try:
-                return requests.get(base + "/readyz", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_for(ready, 120, "gethookd to become ready")
         api = Api(base).register(f"bench-{uuid.uuid4().hex[:8]}@example.com")
         source = api.data(
             "POST",
@@ -116,7 +103,6 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        log.close()
         subprocess.run(["rm", "-rf", tmp], check=False)
 
 

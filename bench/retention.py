@@ -38,13 +38,12 @@ import uuid
 from pathlib import Path
 
 import psycopg2
-import requests
 
-from benchlib import Postgres, code_version
+from benchlib import Postgres, code_version, start_api
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-from helpers import Api, free_port, gethookd_command, wait_for  # noqa: E402
+from helpers import Api, free_port  # noqa: E402
 
 CHUNK = 100_000
 HISTORY = """
@@ -123,24 +122,8 @@ class Run:
             "LOG_LEVEL": "warning",
             "ALLOWED_DESTINATION_NETWORKS": "127.0.0.0/8",
         }
-        log = open(self.tmp / "gethookd.log", "wb")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
-            [*gethookd_command(), "run", "--role", "api"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        base = f"http://127.0.0.1:{port}"
-
-        def ready() -> bool:
-            try:
-                return requests.get(base + "/readyz", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_for(ready, 120, "gethookd to become ready")
-        return base
+        self.proc = start_api(env, self.tmp / "gethookd.log")
+        return f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
