@@ -32,8 +32,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from benchlib import Postgres, code_version, start_api  # noqa: E402
+from helpers import headless_chromium  # noqa: E402
 
 TARGET_MS = 200.0
 SEED = """
@@ -142,27 +144,10 @@ PATHS = {
 
 
 def browser_timings(base: str, email: str, event_id: str, loads: int, screenshot: Path | None):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     profile = tempfile.mkdtemp(prefix="gethookd-bench-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--window-size=1280,860",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    driver = headless_chromium(profile, height=860)
     results = {}
     try:
         driver.get(base + "/console/sign-in")

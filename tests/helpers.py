@@ -237,3 +237,36 @@ class Api:
         body = {"source_id": source["id"], "destination_id": dest["id"], **route}
         created = self.data("POST", "/v1/routes", body, status=201)
         return {"source": source, "destination": dest, "route": created}
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def headless_chromium(profile: str, height: int = 900, browser_log: bool = False) -> Any:
+    """Debian's chromium under its chromedriver, headless, with a fresh profile directory.
+
+    The background-networking flags keep it from reaching for Google's hosts, which this
+    machine's closed network refuses many times a second.
+    """
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        f"--window-size=1280,{height}",
+    ):
+        options.add_argument(flag)
+    if browser_log:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
