@@ -21,6 +21,7 @@ psycopg2.extras.register_uuid()
 psycopg2.extensions.register_adapter(dict, psycopg2.extras.Json)
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^[ \t]*--\s*include:\s*(\w+)\s*$", re.MULTILINE)
 
 
 def _load_queries() -> dict[str, str]:
@@ -33,7 +34,10 @@ def _load_queries() -> dict[str, str]:
             if name in queries:
                 raise RuntimeError(f"query {name} is defined twice")
             queries[name] = body.strip()
-    return queries
+    # `-- include: NAME` stands for that named block, so a shared WHERE clause is written once.
+    return {
+        name: _INCLUDE.sub(lambda m: queries[m.group(1)], body) for name, body in queries.items()
+    }
 
 
 QUERIES = _load_queries()

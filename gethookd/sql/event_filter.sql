@@ -1,16 +1,12 @@
 -- The event filter (gethookd/services/event_filter.py), shared by the event lists and bulk
--- replay. Every filter_* query carries the same WHERE block between its `-- filter:` marks
--- (tests/test_event_filters.py checks they are identical): edit one, edit them all.
+-- replay. Every filter_* query includes the one WHERE block, event_filter_where (gethookd/db.py
+-- puts it in place of `-- include:` when the queries load).
 -- A parameter left NULL is no constraint; psycopg2 sends values inline, so PostgreSQL folds
 -- the NULL tests away and plans each page for the filters actually given.
 -- Order: newest first for lists, oldest first for replay; both keyset on (created_at, id),
 -- which events_account_created (account_id, created_at DESC, id DESC) walks either way.
 
--- name: filter_page
--- One page, newest first: after a cursor (before_at, before_id) or at an offset.
-SELECT * FROM events e
-WHERE e.account_id = %(account_id)s
-  -- filter: begin
+-- name: event_filter_where
   AND (%(source_id)s::uuid IS NULL OR e.source_id = %(source_id)s::uuid)
   AND (%(status)s::text IS NULL OR e.status = %(status)s::text)
   AND (%(direction)s::text IS NULL OR e.direction = %(direction)s::text)
@@ -20,7 +16,12 @@ WHERE e.account_id = %(account_id)s
   AND (%(destination_id)s::uuid IS NULL
        OR EXISTS (SELECT 1 FROM deliveries d
                   WHERE d.event_id = e.id AND d.destination_id = %(destination_id)s::uuid))
-  -- filter: end
+
+-- name: filter_page
+-- One page, newest first: after a cursor (before_at, before_id) or at an offset.
+SELECT * FROM events e
+WHERE e.account_id = %(account_id)s
+  -- include: event_filter_where
   AND (%(before_at)s::timestamptz IS NULL
        OR (e.created_at, e.id) < (%(before_at)s::timestamptz, %(before_id)s::uuid))
 ORDER BY e.created_at DESC, e.id DESC
@@ -29,17 +30,7 @@ LIMIT %(limit)s OFFSET %(offset)s;
 -- name: filter_count
 SELECT count(*) AS total FROM events e
 WHERE e.account_id = %(account_id)s
-  -- filter: begin
-  AND (%(source_id)s::uuid IS NULL OR e.source_id = %(source_id)s::uuid)
-  AND (%(status)s::text IS NULL OR e.status = %(status)s::text)
-  AND (%(direction)s::text IS NULL OR e.direction = %(direction)s::text)
-  AND (%(event_type)s::text IS NULL OR e.event_type = %(event_type)s::text)
-  AND (%(since)s::timestamptz IS NULL OR e.created_at >= %(since)s::timestamptz)
-  AND (%(until)s::timestamptz IS NULL OR e.created_at < %(until)s::timestamptz)
-  AND (%(destination_id)s::uuid IS NULL
-       OR EXISTS (SELECT 1 FROM deliveries d
-                  WHERE d.event_id = e.id AND d.destination_id = %(destination_id)s::uuid))
-  -- filter: end
+  -- include: event_filter_where
   AND e.created_at <= COALESCE(%(upto)s::timestamptz, 'infinity');
 
 -- name: filter_batch
@@ -47,17 +38,7 @@ WHERE e.account_id = %(account_id)s
 -- upto (the job's creation: the replays it makes are never picked up by itself).
 SELECT e.id, e.created_at FROM events e
 WHERE e.account_id = %(account_id)s
-  -- filter: begin
-  AND (%(source_id)s::uuid IS NULL OR e.source_id = %(source_id)s::uuid)
-  AND (%(status)s::text IS NULL OR e.status = %(status)s::text)
-  AND (%(direction)s::text IS NULL OR e.direction = %(direction)s::text)
-  AND (%(event_type)s::text IS NULL OR e.event_type = %(event_type)s::text)
-  AND (%(since)s::timestamptz IS NULL OR e.created_at >= %(since)s::timestamptz)
-  AND (%(until)s::timestamptz IS NULL OR e.created_at < %(until)s::timestamptz)
-  AND (%(destination_id)s::uuid IS NULL
-       OR EXISTS (SELECT 1 FROM deliveries d
-                  WHERE d.event_id = e.id AND d.destination_id = %(destination_id)s::uuid))
-  -- filter: end
+  -- include: event_filter_where
   AND e.created_at <= %(upto)s::timestamptz
   AND (%(after_at)s::timestamptz IS NULL
        OR (e.created_at, e.id) > (%(after_at)s::timestamptz, %(after_id)s::uuid))
