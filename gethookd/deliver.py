@@ -19,8 +19,7 @@ from urllib.parse import unquote
 
 import gevent
 from requests.certs import where as default_ca_bundle
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     LocationParseError,
@@ -145,18 +144,7 @@ class Sender:
         self.max_hosts = max_hosts
         # True (the certifi bundle, as requests uses), a CA file or directory, or False.
         self._verify: bool | str = _env_ca_bundle() or True
-        conn = {
-            "http": type("PinnedHTTPConnection", (ssrf._PinnedMixin, HTTPConnection), {}),
-            "https": type("PinnedHTTPSConnection", (ssrf._PinnedMixin, HTTPSConnection), {}),
-        }
-        for cls in conn.values():
-            cls.policy = policy
-        self._pool_classes = {
-            "http": type("PinnedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": conn["http"]}),
-            "https": type(
-                "PinnedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": conn["https"]}
-            ),
-        }
+        self._pool_classes = ssrf.pinned_pool_classes(policy)
         self._pools: OrderedDict[tuple, HTTPConnectionPool] = OrderedDict()
         self._targets: dict[str, _Target] = {}  # url -> its parsed form, parsed once
 

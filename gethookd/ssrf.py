@@ -22,8 +22,6 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import requests
-import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
@@ -232,7 +230,7 @@ def resolve(host: str) -> list[IPAddress]:
     return [_ip(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)]
 
 
-# -- the session's side: connect to exactly the checked address ---------------------------
+# -- the sender's side: connect to exactly the checked address ---------------------------
 
 
 class _PinnedMixin:
@@ -271,21 +269,12 @@ class _PinnedMixin:
         raise NewConnectionError(self, f"Failed to establish a new connection: {error}")
 
 
-def adapter(policy: Policy, **kwargs: object) -> requests.adapters.HTTPAdapter:
-    """An HTTPAdapter whose connections resolve through `policy` and pin the checked IP."""
+def pinned_pool_classes(policy: Policy) -> dict[str, type[HTTPConnectionPool]]:
+    """urllib3 pool classes, by scheme, whose connections resolve through `policy` and pin
+    the checked address."""
     http_conn = type("PinnedHTTPConnection", (_PinnedMixin, HTTPConnection), {"policy": policy})
     https_conn = type("PinnedHTTPSConnection", (_PinnedMixin, HTTPSConnection), {"policy": policy})
-    pools = {
+    return {
         "http": type("PinnedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
         "https": type("PinnedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
     }
-
-    class PinnedAdapter(requests.adapters.HTTPAdapter):
-        def init_poolmanager(self, *args: object, **kw: object) -> None:
-            super().init_poolmanager(*args, **kw)
-            self.poolmanager.pool_classes_by_scheme = pools
-
-        def proxy_manager_for(self, proxy: str, **kw: object) -> urllib3.PoolManager:
-            raise Refused("deliveries do not go through proxies (the address check needs it)")
-
-    return PinnedAdapter(**kwargs)
