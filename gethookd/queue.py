@@ -90,11 +90,13 @@ class Circuit:
 class Claimed:
     """What a claim took, and why it may have come back short although more is due:
     `parked` due deliveries were moved to 'held' (their destination does not accept
-    deliveries now), `trimmed` were left because their destination reached its cap."""
+    deliveries now), `trimmed` were left because their destination reached its cap,
+    `lost` were chosen but their event was locked (a flusher or a replay had it)."""
 
     jobs: list[Job]
     parked: int = 0
     trimmed: int = 0
+    lost: int = 0
 
 
 def claim(
@@ -124,16 +126,17 @@ def claim_fair(
     with _single_statement(db) as cur:
         rows = cur.all("claim_deliveries", claim_params(limit, lease_seconds, cap, busy))
     jobs = []
-    parked = trimmed = 0
+    parked = trimmed = lost = 0
     for row in rows:
         parked = row.pop("parked")
         trimmed = row.pop("trimmed")
+        lost = row.pop("lost")
         row.pop("ord")
         if row["delivery_id"] is None:
             continue
         row["body"] = bytes(row["body"])
         jobs.append(Job(**row))
-    return Claimed(jobs, parked, trimmed)
+    return Claimed(jobs, parked, trimmed, lost)
 
 
 def claim_params(

@@ -11,10 +11,11 @@ import threading
 import time
 import uuid
 
+import psycopg2
 import pytest
 
 from gethookd import queue
-from gethookd.db import Database
+from gethookd.db import QUERIES, Database
 from gethookd.deliver import RESPONSE_BODY_LIMIT, Outcome
 from gethookd.service import Gateway
 from helpers import wait_for
@@ -152,6 +153,41 @@ def test_concurrent_claimers_never_get_the_same_delivery(gw, database, db_url):
     assert counts == {"attempts": 300, "deliveries": 300, "highest": 1}
     statuses = sql(database, "SELECT DISTINCT status, attempts_count FROM events")
     assert statuses == [{"status": "delivering", "attempts_count": 2}]
+
+
+def test_two_claims_at_once_take_different_rows(gw, database, db_url):
+    # Claim A has locked its candidates (twice its limit) but not committed when claim B
+    # runs: B takes the next ones instead of coming back empty (its process napping with
+    # work due).
+    Pipeline(gw).ingest(20)
+    other = psycopg2.connect(db_url)
+    try:
+        with other.cursor() as cur:
+            cur.execute(QUERIES["claim_deliveries"], queue.claim_params(5, LEASE))
+            first = {row[3] for row in cur.fetchall()}  # parked, trimmed, lost, delivery_id
+            assert len(first) == 5
+            second = queue.claim_fair(database, 5, LEASE)
+            assert len(second.jobs) == 5 and second.lost == 0
+            assert not first & {job.delivery_id for job in second.jobs}
+    finally:
+        other.rollback()
+        other.close()
+    assert len(queue.claim(database, 20, LEASE)) == 15  # A's came back with its rollback
+
+
+def test_a_claim_says_when_an_event_lock_kept_it_short(gw, database, db_url):
+    [event_id] = Pipeline(gw).ingest(1)
+    other = psycopg2.connect(db_url)
+    try:
+        with other.cursor() as cur:
+            cur.execute("SELECT 1 FROM events WHERE id = %s FOR UPDATE", (event_id,))
+            held = queue.claim_fair(database, 5, LEASE)
+            assert held.jobs == [] and held.lost == 1  # more is due: claim again soon
+    finally:
+        other.rollback()
+        other.close()
+    [job] = queue.claim(database, 5, LEASE)
+    assert job.event_id == event_id
 
 
 def test_only_due_deliveries_are_claimed(gw, database):

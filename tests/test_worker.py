@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 
+import psycopg2
 import pytest
 from test_deliver import RawServer, drip, standard_webhooks_verify
 
@@ -321,6 +322,28 @@ def test_a_retry_falls_due_without_waiting_for_the_poll_interval(gw, database, s
     finally:
         flaky.close()
     assert [a["outcome"] for a in attempts_of(database, event_id)] == ["http_5xx", "success"]
+
+
+def test_a_delivery_whose_event_was_locked_goes_out_once_the_lock_is_gone(
+    gw, database, sink, db_url, start_worker
+):
+    # The claim skips a delivery whose event someone holds (a replay, a flusher): nothing
+    # is sent meanwhile, and it goes out once the lock is gone, long before the poll
+    # interval (tests/test_queue.py checks the claim's `lost` that makes the worker retry).
+    route = Route(gw, sink.url)
+    [event_id] = route.ingest(1)
+    other = psycopg2.connect(db_url)
+    try:
+        with other.cursor() as cur:
+            cur.execute("SELECT 1 FROM events WHERE id = %s FOR UPDATE", (event_id,))
+        start_worker(WORKER_POLL_INTERVAL="30s")
+        time.sleep(1.5)
+        assert sink.requests == [], "sent while its event was locked"
+    finally:
+        other.rollback()
+        other.close()
+    wait_for(lambda: all_in(database, [event_id], "delivered"), timeout=4, what="the delivery")
+    assert len(sink.requests) == 1
 
 
 def test_stop_drains_in_flight_deliveries_and_claims_no_more(gw, database, start_worker):

@@ -44,6 +44,7 @@ CLAIM_BATCH = 50
 LISTEN_HEARTBEAT = 30.0  # seconds of silence after which the LISTEN connection is probed
 HEARTBEAT_TIMEOUT = 10.0
 CLAIM_GATHER = 0.010  # seconds a busy process waits for more free slots before claiming
+CLAIM_RETRY = 0.050  # seconds before claiming again when every row chosen was locked
 PROBE_STEP = 1.0  # seconds between two looks for open circuits whose cool-down is over
 
 
@@ -122,10 +123,13 @@ class DeliveryWorker:
                     self.busy[job.destination_id] += 1
                     self.pool.spawn(self._process, job)
                 # Short but more may be due: some were parked, or left to the cap of a
-                # destination that still had room for others (claim again at once).
-                more = claimed.parked or (claimed.trimmed and jobs)
+                # destination that still had room for others, or their event was locked
+                # for a moment (claim again at once; after a short pause if that was all).
+                more = claimed.parked or (claimed.trimmed and jobs) or claimed.lost
                 busy = len(jobs) == limit or bool(more)
-                if len(jobs) < limit and not more:
+                if claimed.lost and not jobs and not claimed.parked:
+                    self.wake.wait(timeout=CLAIM_RETRY)
+                elif len(jobs) < limit and not more:
                     timeout = self._idle_timeout()
                     self._idle_until = time.monotonic() + timeout
                     self.wake.wait(timeout=timeout)

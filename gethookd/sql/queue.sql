@@ -10,9 +10,11 @@
 -- them, open a pending attempt for each, and return what sending needs: one statement.
 -- Fairness: the calling process passes how many deliveries of each destination it has in
 -- flight (%(busy_destinations)s, %(busy_counts)s) and the per-destination cap %(cap)s; no
--- destination gets more than its remaining allowance. Candidates are picked first, without
--- locks (FOR UPDATE cannot be combined with the window function that counts per
--- destination), then locked SKIP LOCKED and re-checked. Each candidate branch is one
+-- destination gets more than its remaining allowance. Candidates are locked as they are
+-- scanned (SKIP LOCKED: two processes claiming at once take different rows instead of
+-- the same first ones, one of them coming back short), counted per destination (the
+-- window function, which FOR UPDATE cannot share a SELECT with), then their events are
+-- locked SKIP LOCKED and each row re-checked. Each candidate branch is one
 -- ordered scan of its partial index that stops after %(scan)s rows passing its filter;
 -- destinations already at their cap are filtered out in that scan, so it walks past their
 -- due rows (index entries) but never returns them. Deliveries that cannot be sent now are
@@ -22,8 +24,10 @@
 -- it is walked once. The park re-reads the destination under a share lock (SKIP LOCKED: a
 -- change in progress is never waited for), so it never parks against a resume that
 -- committed. Every row comes back with `parked`, the count parked, and `trimmed`, the
--- count of candidates left for lack of allowance (more may be due); a claim that took
--- nothing comes back as one row of NULLs and those counts, or no row if both are 0.
+-- count of candidates left for lack of allowance (more may be due), and `lost`, the count
+-- chosen but not claimed (its event was locked by a flusher or a replay: more is due); a
+-- claim that took nothing comes back as one row of NULLs and those counts, or no row if
+-- all three are 0.
 WITH busy AS (
     SELECT * FROM unnest(%(busy_destinations)s::uuid[], %(busy_counts)s::int[])
         AS b(destination_id, n)
@@ -35,6 +39,7 @@ WITH busy AS (
       AND d.destination_id <> ALL(%(capped)s::uuid[])
     ORDER BY d.lease_expires_at
     LIMIT %(scan)s
+    FOR UPDATE OF d SKIP LOCKED
 ), due_c AS (
     SELECT d.id, d.destination_id, d.next_attempt_at AS at, 1 AS branch
     FROM deliveries d
@@ -42,6 +47,7 @@ WITH busy AS (
       AND d.destination_id <> ALL(%(capped)s::uuid[])
     ORDER BY d.next_attempt_at
     LIMIT %(scan)s
+    FOR UPDATE SKIP LOCKED
 ), cand AS (
     SELECT c.*, delivery_may_be_sent(dst, c.id) AS accepts
     FROM (SELECT * FROM expired_c UNION ALL SELECT * FROM due_c) c
@@ -56,8 +62,8 @@ WITH busy AS (
     SELECT id, row_number() OVER (ORDER BY branch, at) AS ord
     FROM ranked WHERE rn <= allowance ORDER BY branch, at LIMIT %(limit)s
 ), picked AS (
-    -- Locked now, and re-checked on the row's latest version (another claim may have
-    -- taken it since the candidates' snapshot).
+    -- The events locked now; each row re-checked on its latest version (the candidate
+    -- lock already waited for nobody, so this is the row as it is).
     SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_id
     WHERE d.id IN (SELECT id FROM chosen)
       AND ((d.status = 'pending' AND d.next_attempt_at <= now())
@@ -117,10 +123,11 @@ WITH busy AS (
     JOIN events e ON e.id = c.event_id
     JOIN destinations d ON d.id = c.destination_id
 )
-SELECT p.parked, t.trimmed, jobs.* FROM (SELECT count(*) AS parked FROM parked) p
+SELECT p.parked, t.trimmed, l.lost, jobs.* FROM (SELECT count(*) AS parked FROM parked) p
 CROSS JOIN (SELECT count(*) AS trimmed FROM ranked WHERE rn > allowance) t
+CROSS JOIN (SELECT (SELECT count(*) FROM chosen) - (SELECT count(*) FROM claimed) AS lost) l
 LEFT JOIN jobs ON true
-WHERE jobs.delivery_id IS NOT NULL OR p.parked > 0 OR t.trimmed > 0
+WHERE jobs.delivery_id IS NOT NULL OR p.parked > 0 OR t.trimmed > 0 OR l.lost > 0
 ORDER BY jobs.ord;
 
 -- name: finish_deliveries
