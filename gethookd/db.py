@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import weakref
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 
@@ -41,6 +43,119 @@ def _load_queries() -> dict[str, str]:
 
 
 QUERIES = _load_queries()
+
+
+# -- server-side prepared statements, for the hot statements -----------------------------
+
+# A psycopg2 placeholder and the cast written after it, if any.
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s(::\w+(?:\[\])?)?")
+
+
+def split_statements(sql: str) -> list[str]:
+    """The statements of a query text, split on `;` outside quotes; comments dropped."""
+    parts, current, i, quoted = [], [], 0, False
+    while i < len(sql):
+        ch = sql[i]
+        if quoted:
+            current.append(ch)
+            quoted = ch != "'"
+        elif ch == "'":
+            current.append(ch)
+            quoted = True
+        elif sql.startswith("--", i):
+            i = sql.find("\n", i)
+            if i < 0:
+                break
+            current.append("\n")
+        elif ch == ";":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+class Prepared:
+    """A named query as server-side prepared statements: PostgreSQL parses and plans each
+    statement once per connection instead of once per call. For the group commit's insert,
+    planning was half of its cost in a batch of one (bench/RESULTS.md).
+
+    Only for statements whose plan cannot go wrong without the parameters' values: a
+    generic plan is kept until the next ANALYZE, so one made while a table was nearly empty
+    goes on treating it as such (the claim's did: it walked every due row after a burst).
+
+    Each `%(name)s` becomes `$n`; the EXECUTE passes the value with the cast the query
+    wrote after it (a list is sent as ARRAY[...], which only an explicit cast makes uuid[]).
+    """
+
+    def __init__(self, name: str, sql: str) -> None:
+        statements = split_statements(sql)
+        self.prepare: list[str] = []
+        executes: list[str] = []
+        for index, statement in enumerate(statements):
+            handle = f"gethookd_{name}" + (f"_{index}" if len(statements) > 1 else "")
+            order: list[str] = []
+            casts: dict[str, str] = {}
+
+            def number(match: re.Match, order: list = order, casts: dict = casts) -> str:
+                param, cast = match.group(1), match.group(2) or ""
+                if param not in order:
+                    order.append(param)
+                if cast:
+                    casts.setdefault(param, cast)
+                return f"${order.index(param) + 1}{cast}"
+
+            body = _PLACEHOLDER.sub(number, statement)
+            self.prepare.append(f"PREPARE {handle} AS {body}")
+            args = ", ".join(f"%({p})s{casts.get(p, '')}" for p in order)
+            executes.append(f"EXECUTE {handle}({args})" if order else f"EXECUTE {handle}")
+        self.execute = ";\n".join(executes)
+
+
+_STATEMENTS: dict[str, Prepared] = {}
+# Per connection: the queries prepared on it, or None when unknown (after an error).
+_PREPARED_ON: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def execute(cur: Any, name: str, params: Any, before: str = "") -> None:
+    """Run a named query (after the statements `before`, in the same round trip), prepared
+    on an autocommit connection, as plain text in an open transaction.
+
+    Autocommit only, because a failed call must leave nothing behind: if the server lost
+    the statement (a pooler such as PgBouncer moved us to another server connection, or a
+    DISCARD ALL), the call is sent again with its PREPARE, in the same implicit transaction.
+    """
+    conn = cur.connection
+    if not conn.autocommit:
+        cur.execute(before + QUERIES[name], params)
+        return
+    statement = _STATEMENTS.get(name)
+    if statement is None:
+        statement = _STATEMENTS[name] = Prepared(name, QUERIES[name])
+    known = _PREPARED_ON.get(conn)
+    for attempt in range(2):
+        if known is not None and name in known:
+            text = before + statement.execute
+        else:
+            # Unknown state: start from none at all (a PREPARE of a name that exists fails).
+            reset = "DEALLOCATE ALL;\n" if known is None else ""
+            text = reset + before + ";\n".join([*statement.prepare, statement.execute])
+        try:
+            cur.execute(text, params)
+        except psycopg2.errors.InvalidSqlStatementName:
+            _PREPARED_ON[conn] = known = None
+            if attempt:
+                raise
+            continue
+        except BaseException:
+            _PREPARED_ON.pop(conn, None)  # whatever ran, the next call starts afresh
+            raise
+        if known is None:
+            known = _PREPARED_ON[conn] = set()
+        known.add(name)
+        return
 
 
 def make_cooperative() -> None:

@@ -3,7 +3,7 @@
 import psycopg2
 import pytest
 
-from gethookd.db import QUERIES, Database
+from gethookd.db import QUERIES, Database, Prepared, execute, split_statements
 
 
 def _backend_pid(database: Database) -> int:
@@ -51,3 +51,66 @@ def test_a_failed_transaction_is_rolled_back(db_url):
 def test_named_queries_are_loaded_once_each():
     assert "claim_deliveries" in QUERIES and "store_events" in QUERIES
     assert all(sql.strip() for sql in QUERIES.values())
+
+
+# -- prepared statements ------------------------------------------------------------------
+
+
+def _prepared_names(conn) -> set[str]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT name FROM pg_prepared_statements")
+        return {row[0] for row in cur.fetchall()}
+
+
+def test_statements_split_on_semicolons_outside_quotes_and_comments():
+    sql = "SELECT 'a;b'; -- a comment; with a semicolon\nSELECT 'it''s;' AS x;\n\n"
+    assert split_statements(sql) == ["SELECT 'a;b'", "SELECT 'it''s;' AS x"]
+
+
+def test_a_prepared_query_numbers_its_parameters_and_keeps_their_casts():
+    prepared = Prepared("q", "SELECT %(a)s::uuid[], %(b)s + 1, %(a)s::uuid[]; SELECT %(b)s")
+    assert prepared.prepare == [
+        "PREPARE gethookd_q_0 AS SELECT $1::uuid[], $2 + 1, $1::uuid[]",
+        "PREPARE gethookd_q_1 AS SELECT $1",
+    ]
+    assert prepared.execute == (
+        "EXECUTE gethookd_q_0(%(a)s::uuid[], %(b)s);\nEXECUTE gethookd_q_1(%(b)s)"
+    )
+
+
+def test_a_named_query_is_prepared_once_per_connection_and_survives_losing_it(gw, db_url):
+    source = gw.create_source(gw.register("Acme", None, None)["account"]["id"], "p")
+    conn = psycopg2.connect(db_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            for _ in range(2):
+                execute(cur, "source_by_token", {"token": source["path_token"]})
+                assert cur.fetchone()[0] == source["id"]
+            assert _prepared_names(conn) == {"gethookd_source_by_token"}
+            # Lost behind our back (a pooler's DISCARD ALL, another server connection).
+            cur.execute("DEALLOCATE ALL")
+            execute(cur, "source_by_token", {"token": source["path_token"]})
+            assert cur.fetchone()[0] == source["id"]
+            # Lists go as typed arrays; a failed call leaves the next one working.
+            execute(cur, "dedup_holders", {"k_source_id": [source["id"]], "k_key": ["k"]})
+            assert cur.fetchall() == []
+            with pytest.raises(psycopg2.errors.InvalidTextRepresentation):
+                execute(cur, "dedup_holders", {"k_source_id": ["not a uuid"], "k_key": ["k"]})
+            execute(cur, "source_by_token", {"token": "nothing"})
+            assert cur.fetchall() == []
+            assert _prepared_names(conn) == {"gethookd_source_by_token"}
+    finally:
+        conn.close()
+
+
+def test_in_an_open_transaction_the_query_runs_as_plain_text(db_url):
+    conn = psycopg2.connect(db_url)
+    try:
+        with conn.cursor() as cur:
+            execute(cur, "source_by_token", {"token": "nothing"})
+            assert cur.fetchall() == []
+        conn.rollback()
+        assert _prepared_names(conn) == set()
+    finally:
+        conn.close()

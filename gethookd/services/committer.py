@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg2
 
+from gethookd import db
 from gethookd.db import QUERIES, connect
 
 log = logging.getLogger("gethookd.committer")
@@ -157,13 +158,14 @@ def store(
                 repeats.append((p, first))
                 continue
         writes.append(p)
-    sql = QUERIES["store_events"]
+    before = ""
     if notify and any(p.targets for p in writes):
-        sql = QUERIES["notify_deliveries"] + "\n" + sql
+        before = QUERIES["notify_deliveries"] + "\n"
     params = store_params(writes)
     params["dedup_window"] = dedup_window
     with raw_cursor.connection.cursor() as cur:  # plain tuples, whatever the caller's factory
-        cur.execute(sql, params)
+        # Prepared on the committer's autocommit connection: planned once, not per batch.
+        db.execute(cur, "store_events", params, before)
         rows = {r[0]: r for r in cur.fetchall()}
         lost = [p for p in writes if p.dedup_key is not None and p.id not in rows]
         holders = _holders(cur, lost) if lost else {}
