@@ -6,10 +6,12 @@ What it does, all on this machine (127.0.0.1 and a local PostgreSQL only):
   1. starts an embedded PostgreSQL (or uses --database-url) and a scratch database;
   2. creates an account, a source with one route (to a destination that is never called:
      no delivery process runs) and a source with no route;
-  3. starts `gethookd run --role api` and the naive baseline (bench/naive_app.py: falcon +
-     psycopg2, one INSERT + COMMIT per request, gunicorn 2 gthread workers x 4 threads);
-  4. runs wrk (--connections, default 64) against the naive app, then against both ingest
-     URLs, each after a short warm-up, and prints req/s, p50/p99 and the ratio;
+  3. starts `gethookd run --role api`, the naive baseline (bench/naive_app.py: falcon +
+     psycopg2, one INSERT + COMMIT per request, gunicorn 2 gthread workers x 4 threads)
+     and the ceiling (naive_app:ceiling: the same gunicorn gevent workers and falcon as
+     gethookd's API, answering 202 without any database: what no ingest here can beat);
+  4. runs wrk (--connections, default 64) against the naive app, both ingest URLs and the
+     ceiling, each after a short warm-up, and prints req/s, p50/p99 and the ratio;
   5. checks that every 2xx answered is a stored row (and each gethookd event of the routed
      source has its delivery), then stops everything it started.
 
@@ -38,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+CEILING = "ceiling: HTTP stack alone, no database"
 BODY = '{"type": "invoice.paid", "id": "in_1234567890", "amount": 1299, "currency": "eur"}'
 WRK_SCRIPT = (
     'wrk.method = "POST"\n'
@@ -266,9 +269,31 @@ def main(argv: list[str] | None = None) -> int:
             {**os.environ, "NAIVE_DATABASE_URL": db_url},
             "naive",
         )
+        ceiling_port = free_port()
+        ceiling_proc, ceiling_log = run.spawn(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-k",
+                "gevent",
+                "-w",
+                extra.get("API_WORKERS", "2"),  # as gethookd's API runs
+                "-b",
+                f"127.0.0.1:{ceiling_port}",
+                "--chdir",
+                str(HERE),
+                "--log-level",
+                "warning",
+                "naive_app:ceiling",
+            ],
+            dict(os.environ),
+            "ceiling",
+        )
         wait_http(f"http://127.0.0.1:{port}/healthz", api, api_log)
         print(api_log.read_text().splitlines()[0], flush=True)
         wait_http(f"http://127.0.0.1:{naive_port}/", naive, naive_log)
+        wait_http(f"http://127.0.0.1:{ceiling_port}/", ceiling_proc, ceiling_log)
         script = run.tmp / "post.lua"
         script.write_text(WRK_SCRIPT)
 
@@ -276,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             ("naive: INSERT + COMMIT per request", f"http://127.0.0.1:{naive_port}/ingest/x"),
             ("gethookd, source with 1 route", f"http://127.0.0.1:{port}/ingest/"),
             ("gethookd, source with no route", f"http://127.0.0.1:{port}/ingest/"),
+            (CEILING, f"http://127.0.0.1:{ceiling_port}/ingest/x"),
         ]
         cases[1] = (cases[1][0], cases[1][1] + routed["path_token"])
         cases[2] = (cases[2][0], cases[2][1] + unrouted["path_token"])
@@ -331,6 +357,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['p99']:>8.1f} {ratio:>5.2f}x"
             + (f"  non-2xx {r['non2xx']:.0f}" if r["non2xx"] else "")
             + (f"  socket errors: {r['socket_errors']}" if r["socket_errors"] else "")
+        )
+    top = results[CEILING]["accepted_rps"]
+    if top and base["accepted_rps"]:
+        print(
+            f"the HTTP stack alone serves {top / base['accepted_rps']:.2f}x the naive baseline "
+            f"here: no ingest on this server and machine can reach a higher ratio; gethookd "
+            f"(1 route) reaches {results[cases[1][0]]['accepted_rps'] / top:.0%} of it"
         )
     # Every 2xx must be a stored row; a request cut off when wrk stops may be stored unanswered.
     checks = [

@@ -3,6 +3,10 @@
 A falcon app on psycopg2, one connection per gunicorn thread, served with the shape the
 issue names (2 gthread workers x 4 threads). NAIVE_DATABASE_URL names the database; the
 table naive_events is created by bench/ingest.py.
+
+`ceiling` is the other reference: the HTTP stack alone (gunicorn's gevent workers and
+falcon, as gethookd's API runs them), reading the body and answering 202 with an event's
+JSON, no database at all. No ingest served this way can be faster on the same machine.
 """
 
 from __future__ import annotations
@@ -39,5 +43,14 @@ class Ingest:
         resp.media = {"id": event_id, "status": "accepted"}
 
 
+class Ceiling:
+    def on_post(self, req: falcon.Request, resp: falcon.Response, token: str) -> None:
+        req.bounded_stream.read()
+        resp.status = falcon.HTTP_202
+        resp.media = {"id": "8d7f1c1e-5b0a-4c52-9a51-2f6f0c1d9b3e", "status": "queued"}
+
+
 app = falcon.App()
 app.add_route("/ingest/{token}", Ingest())
+ceiling = falcon.App()
+ceiling.add_route("/ingest/{token}", Ceiling())
