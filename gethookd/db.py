@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from importlib import resources
@@ -82,9 +83,11 @@ class Prepared:
     statement once per connection instead of once per call. For the group commit's insert,
     planning was half of its cost in a batch of one (bench/RESULTS.md).
 
-    Only for statements whose plan cannot go wrong without the parameters' values: a
-    generic plan is kept until the next ANALYZE, so one made while a table was nearly empty
-    goes on treating it as such (the claim's did: it walked every due row after a burst).
+    A generic plan is made from the table sizes of its day and kept until the next
+    ANALYZE: one made while a table was nearly empty goes on treating it as such (a
+    prepared claim walked every due row after a burst). So a statement is prepared again
+    after REPREPARE_AFTER seconds, and only statements planned the same whatever their
+    parameters' values are prepared at all.
 
     Each `%(name)s` becomes `$n`; the EXECUTE passes the value with the cast the query
     wrote after it (a list is sent as ARRAY[...], which only an explicit cast makes uuid[]).
@@ -93,6 +96,7 @@ class Prepared:
     def __init__(self, name: str, sql: str) -> None:
         statements = split_statements(sql)
         self.prepare: list[str] = []
+        self.handles: list[str] = []
         executes: list[str] = []
         for index, statement in enumerate(statements):
             handle = f"gethookd_{name}" + (f"_{index}" if len(statements) > 1 else "")
@@ -108,6 +112,7 @@ class Prepared:
                 return f"${order.index(param) + 1}{cast}"
 
             body = _PLACEHOLDER.sub(number, statement)
+            self.handles.append(handle)
             self.prepare.append(f"PREPARE {handle} AS {body}")
             args = ", ".join(f"%({p})s{casts.get(p, '')}" for p in order)
             executes.append(f"EXECUTE {handle}({args})" if order else f"EXECUTE {handle}")
@@ -115,8 +120,12 @@ class Prepared:
 
 
 _STATEMENTS: dict[str, Prepared] = {}
-# Per connection: the queries prepared on it, or None when unknown (after an error).
+# Per connection: the queries prepared on it and when (monotonic), or None when unknown
+# (after an error).
 _PREPARED_ON: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# A prepared statement older than this is prepared again: its generic plan was made from
+# the table sizes of its day (a plain statement is planned from the current ones each time).
+REPREPARE_AFTER = 10.0
 
 
 def execute(cur: Any, name: str, params: Any, before: str = "") -> None:
@@ -135,12 +144,19 @@ def execute(cur: Any, name: str, params: Any, before: str = "") -> None:
     if statement is None:
         statement = _STATEMENTS[name] = Prepared(name, QUERIES[name])
     known = _PREPARED_ON.get(conn)
+    now = time.monotonic()
     for attempt in range(2):
-        if known is not None and name in known:
+        if known is None:  # unknown state: start from none (PREPARE of an existing name fails)
+            reset = "DEALLOCATE ALL;\n"
+        elif name not in known:
+            reset = ""
+        elif now - known[name] >= REPREPARE_AFTER:
+            reset = "".join(f"DEALLOCATE {handle};\n" for handle in statement.handles)
+        else:
+            reset = None
+        if reset is None:
             text = before + statement.execute
         else:
-            # Unknown state: start from none at all (a PREPARE of a name that exists fails).
-            reset = "DEALLOCATE ALL;\n" if known is None else ""
             text = reset + before + ";\n".join([*statement.prepare, statement.execute])
         try:
             cur.execute(text, params)
@@ -152,9 +168,10 @@ def execute(cur: Any, name: str, params: Any, before: str = "") -> None:
         except BaseException:
             _PREPARED_ON.pop(conn, None)  # whatever ran, the next call starts afresh
             raise
-        if known is None:
-            known = _PREPARED_ON[conn] = set()
-        known.add(name)
+        if reset is not None:
+            if known is None:
+                known = _PREPARED_ON[conn] = {}
+            known[name] = now
         return
 
 

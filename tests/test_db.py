@@ -3,6 +3,7 @@
 import psycopg2
 import pytest
 
+from gethookd import db
 from gethookd.db import QUERIES, Database, Prepared, execute, split_statements
 
 
@@ -112,5 +113,29 @@ def test_in_an_open_transaction_the_query_runs_as_plain_text(db_url):
             assert cur.fetchall() == []
         conn.rollback()
         assert _prepared_names(conn) == set()
+    finally:
+        conn.close()
+
+
+def test_a_prepared_statement_is_prepared_again_after_a_while(db_url, monkeypatch):
+    # Its generic plan was made from the table sizes of its day.
+    conn = psycopg2.connect(db_url)
+    conn.autocommit = True
+
+    def prepared_at() -> object:
+        with conn.cursor() as cur:
+            cur.execute("SELECT prepare_time FROM pg_prepared_statements")
+            return cur.fetchone()[0]
+
+    try:
+        with conn.cursor() as cur:
+            execute(cur, "source_by_token", {"token": "nothing"})
+            first = prepared_at()
+            execute(cur, "source_by_token", {"token": "nothing"})
+            assert prepared_at() == first
+            monkeypatch.setattr(db, "REPREPARE_AFTER", 0.0)
+            execute(cur, "source_by_token", {"token": "nothing"})
+            assert prepared_at() > first
+            assert cur.fetchall() == []
     finally:
         conn.close()
