@@ -248,45 +248,15 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, "-c", boot, str(root), "run", "--role", "api"], api_env, "gethookd"
         )
         naive, naive_log = run.spawn(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-k",
-                "gthread",
-                "-w",
-                "2",
-                "--threads",
-                "4",
-                "-b",
-                f"127.0.0.1:{naive_port}",
-                "--chdir",
-                str(HERE),
-                "--log-level",
-                "warning",
-                "naive_app:app",
-            ],
+            gunicorn("naive_app:app", naive_port, "-k", "gthread", "-w", "2", "--threads", "4"),
             {**os.environ, "NAIVE_DATABASE_URL": db_url},
             "naive",
         )
         ceiling_port = free_port()
+        # Served as gethookd's API is: gevent workers, as many as it runs.
+        workers = extra.get("API_WORKERS", "2")
         ceiling_proc, ceiling_log = run.spawn(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-k",
-                "gevent",
-                "-w",
-                extra.get("API_WORKERS", "2"),  # as gethookd's API runs
-                "-b",
-                f"127.0.0.1:{ceiling_port}",
-                "--chdir",
-                str(HERE),
-                "--log-level",
-                "warning",
-                "naive_app:ceiling",
-            ],
+            gunicorn("naive_app:ceiling", ceiling_port, "-k", "gevent", "-w", workers),
             dict(os.environ),
             "ceiling",
         )
@@ -389,6 +359,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"total {time.monotonic() - started:.0f}s")
     return 0 if ok else 1
+
+
+def gunicorn(app: str, port: int, *worker_args: str) -> list[str]:
+    """The command serving one of bench/naive_app.py's apps on 127.0.0.1:port."""
+    return [
+        *(sys.executable, "-m", "gunicorn", *worker_args),
+        *("-b", f"127.0.0.1:{port}", "--chdir", str(HERE), "--log-level", "warning", app),
+    ]
 
 
 def _pair(row: tuple) -> tuple[int, int]:

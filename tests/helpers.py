@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import requests
 
 
@@ -28,6 +29,17 @@ def wait_for(condition: Callable[[], Any], timeout: float = 15.0, what: str = "c
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+def sql_rows(db_url: str, query: str, params: Any = None) -> list[tuple]:
+    """Run one statement on its own connection and commit; its rows, if it returns any."""
+    conn = psycopg2.connect(db_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(query, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
 
 
 def free_port() -> int:

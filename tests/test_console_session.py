@@ -7,11 +7,10 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-import psycopg2
 import pytest
 import requests
 
-from helpers import Api
+from helpers import Api, sql_rows
 
 PASSWORD = "correct horse"  # what helpers.Api.register signs up with
 COOKIE = "gethookd_session"
@@ -33,16 +32,6 @@ def _signed_in(url: str) -> tuple[Api, requests.Session, dict]:
     browser, resp = _sign_in(url, {"email": address, "password": PASSWORD})
     assert resp.status_code == 201, resp.text
     return owner, browser, resp.json()["data"]
-
-
-def _sql(db_url: str, query: str, params: tuple = ()) -> list[tuple]:
-    conn = psycopg2.connect(db_url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def test_password_sign_in_sets_a_strict_http_only_cookie_that_works_on_v1(api_daemon):
@@ -166,7 +155,9 @@ def test_sign_out_ends_the_session_on_the_server(api_daemon, module_db_url):
     assert parts[0] == f"{COOKIE}=" and "Max-Age=0" in parts and "HttpOnly" in parts
 
     digest = hashlib.sha256(token.encode()).hexdigest()
-    gone = _sql(module_db_url, "SELECT 1 FROM console_sessions WHERE token_hash = %s", (digest,))
+    gone = sql_rows(
+        module_db_url, "SELECT 1 FROM console_sessions WHERE token_hash = %s", (digest,)
+    )
     assert gone == []
     for path in ("/v1/sources", "/v1/console/session"):
         resp = requests.get(url + path, headers=stolen, timeout=10)
@@ -176,14 +167,14 @@ def test_sign_out_ends_the_session_on_the_server(api_daemon, module_db_url):
 def test_expired_session_is_refused(api_daemon, module_db_url):
     _, browser, session = _signed_in(api_daemon.url)
     digest = hashlib.sha256(browser.cookies[COOKIE].encode()).hexdigest()
-    [(left,)] = _sql(
+    [(left,)] = sql_rows(
         module_db_url,
         "SELECT EXTRACT(EPOCH FROM expires_at - now()) FROM console_sessions WHERE token_hash = %s",
         (digest,),
     )
     assert 43200 - 60 < float(left) <= 43200  # CONSOLE_SESSION_TTL's default, 12h
     assert browser.get(api_daemon.url + "/v1/sources", timeout=10).status_code == 200
-    _sql(
+    sql_rows(
         module_db_url,
         "UPDATE console_sessions SET expires_at = now() - interval '1 second' "
         "WHERE token_hash = %s",
@@ -272,7 +263,7 @@ def test_sign_in_rate_limit_holds_across_two_api_processes(daemon_factory, db_ur
     _, bystander = _owner(one.url)
 
     # Per email: failures recorded from elsewhere count against this email from here.
-    _sql(
+    sql_rows(
         db_url,
         "INSERT INTO console_signin_failures (email, address) "
         "SELECT %s, '203.0.113.9' FROM generate_series(1, 10)",
@@ -299,6 +290,6 @@ def test_sign_in_rate_limit_holds_across_two_api_processes(daemon_factory, db_ur
         assert resp.status_code == 429
 
     # Once the failures leave the 15-minute window, sign-in works again.
-    _sql(db_url, "UPDATE console_signin_failures SET failed_at = now() - interval '16 minutes'")
+    sql_rows(db_url, "UPDATE console_signin_failures SET failed_at = now() - interval '16 minutes'")
     _, resp = _sign_in(two.url, {"email": victim, "password": PASSWORD})
     assert resp.status_code == 201, resp.text

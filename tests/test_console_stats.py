@@ -3,20 +3,10 @@ deliveries through a real daemon, and the windows they cover."""
 
 from __future__ import annotations
 
-import psycopg2
 import pytest
 import requests
 
-from helpers import Sink, wait_for
-
-
-def _sql(db_url: str, query: str, params: tuple = ()) -> None:
-    conn = psycopg2.connect(db_url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query, params)
-    finally:
-        conn.close()
+from helpers import Sink, sql_rows, wait_for
 
 
 def _percentile_disc(values: list[int], fraction: float) -> int:
@@ -93,13 +83,13 @@ def test_destination_and_source_figures(api, flaky_sink, module_db_url):
     assert api.data("GET", "/v1/destination-stats")[0]["attempts"] == 5
 
     # Older than the window: not counted in it, counted in a wider one.
-    _sql(
+    sql_rows(
         module_db_url,
         "UPDATE delivery_attempts SET started_at = started_at - interval '25 hours', "
         "finished_at = finished_at - interval '25 hours' WHERE event_id = ANY(%s::uuid[])",
         (ids,),
     )
-    _sql(
+    sql_rows(
         module_db_url,
         "UPDATE events SET created_at = created_at - interval '25 hours' "
         "WHERE id = ANY(%s::uuid[])",

@@ -15,7 +15,7 @@ import uuid
 import psycopg2
 import requests
 
-from helpers import Api, Sink, gethookd_command, wait_for
+from helpers import Api, Sink, gethookd_command, sql_rows, wait_for
 
 
 def error_of(resp: requests.Response, status: int) -> str:
@@ -29,21 +29,11 @@ def _account_id(api: Api) -> str:
     return api.data("GET", "/v1/api-keys")[0]["account_id"]
 
 
-def _sql(db_url: str, statement: str, params: dict | None = None) -> list[tuple]:
-    conn = psycopg2.connect(db_url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
-
-
 def _dead_letters(
     db_url: str, account: str, source: str, dest: str, n: int, event_type: str, age: str = "1 hour"
 ) -> None:
     """n inbound events that exhausted their one attempt at dest, oldest first."""
-    _sql(
+    sql_rows(
         db_url,
         """
         WITH ev AS (
@@ -72,7 +62,7 @@ def _dead_letters(
 
 def _replay_counts(db_url: str, account: str) -> dict[str, int]:
     """original id -> how many replays of it exist."""
-    rows = _sql(
+    rows = sql_rows(
         db_url,
         "SELECT replay_of, count(*) FROM events WHERE account_id = %s AND replay_of IS NOT NULL"
         " GROUP BY replay_of",
@@ -93,7 +83,7 @@ def test_dry_run_counts_and_bad_requests_are_refused(api, sink, module_db_url):
     objs = api.pipeline(sink.url)
     account, source, dest = _account_id(api), objs["source"]["id"], objs["destination"]["id"]
     _dead_letters(module_db_url, account, source, dest, 50, "order.failed")
-    _sql(
+    sql_rows(
         module_db_url,
         "INSERT INTO events (account_id, direction, source_id, event_type, body, status)"
         " SELECT %s, 'inbound', %s, 'order.ok', 'x', 'delivered' FROM generate_series(1, 30)",
@@ -152,7 +142,7 @@ def test_api_job_replays_each_match_once_linked_to_its_original(api, sink, modul
     assert len(counts) == 300 and set(counts.values()) == {1}
     # Linked exactly as a single replay links: replay_of, created_by, the original replayed.
     original = next(iter(counts))
-    replay_id, created_by, body = _sql(
+    replay_id, created_by, body = sql_rows(
         module_db_url, "SELECT id, created_by, body FROM events WHERE replay_of = %s", (original,)
     )[0]
     assert created_by == f"replay:{original}"
@@ -223,7 +213,7 @@ def _cli(env: dict, *args: str) -> subprocess.Popen:
 
 
 def _job_progress(db_url: str, account: str) -> tuple[str, str, int] | None:
-    rows = _sql(
+    rows = sql_rows(
         db_url,
         "SELECT id, state, replayed FROM replay_jobs WHERE account_id = %s AND runner = 'cli'",
         (account,),
@@ -287,7 +277,7 @@ def test_cli_killed_half_way_and_resumed_replays_each_once(api, module_db_url, e
     assert job["state"] == "finished" and job["replayed"] == 3000 and job["runner"] == "cli"
     counts = _replay_counts(module_db_url, account)
     assert len(counts) == 3000 and set(counts.values()) == {1}  # each original exactly once
-    items = _sql(
+    items = sql_rows(
         module_db_url, "SELECT count(*) FROM replay_job_items WHERE job_id = %s", (job_id,)
     )
     assert items == [(3000,)]
@@ -359,7 +349,7 @@ def test_replay_to_one_destination_leaves_the_others_waiting(api, sink, module_d
     wait_for(lambda: len(sink.requests) == 2, what="the replay at the active destination")
     assert [r["path"] for r in sink.requests] == ["/hook", "/hook"]
     statuses = dict(
-        _sql(
+        sql_rows(
             module_db_url,
             "SELECT destination_id::text, status FROM deliveries WHERE event_id = %s",
             (event["id"],),
@@ -369,9 +359,11 @@ def test_replay_to_one_destination_leaves_the_others_waiting(api, sink, module_d
     assert api.data("GET", f"/v1/events/{event['id']}")["event"]["status"] != "replayed"
     [replay_id] = [
         str(r[0])
-        for r in _sql(module_db_url, "SELECT id FROM events WHERE replay_of = %s", (event["id"],))
+        for r in sql_rows(
+            module_db_url, "SELECT id FROM events WHERE replay_of = %s", (event["id"],)
+        )
     ]
-    targets = _sql(
+    targets = sql_rows(
         module_db_url,
         "SELECT destination_id::text FROM deliveries WHERE event_id = %s",
         (replay_id,),

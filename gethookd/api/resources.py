@@ -391,28 +391,18 @@ def _page(req: falcon.Request) -> dict:
     }
 
 
-def _query_value(req: falcon.Request, name: str) -> str | None:
-    """One value of a query parameter, or None; given twice is an error."""
-    values = req.get_param_as_list(name)
-    if values is None:
-        return None
-    if len(values) != 1:
-        raise Invalid(f"query parameter {name} may be given once")
-    return values[0]
-
-
 def _event_list(req: falcon.Request, only: tuple[str, ...]) -> dict:
     """The list's paging and filter arguments (see services/event_filter.py)."""
     page = _page(req)
-    cursor = _query_value(req, "cursor")  # with an offset too: rows skipped after it
-    include_total = _query_value(req, "include_total")
+    cursor = v.query_value(req, "cursor")  # with an offset too: rows skipped after it
+    include_total = v.query_value(req, "include_total")
     if include_total not in (None, "true", "false"):
         raise Invalid("query parameter include_total must be true or false")
     return {
         **page,
         "cursor": cursor,
         "include_total": include_total != "false",
-        "event_filter": EventFilter.parse(lambda name: _query_value(req, name), only),
+        "event_filter": EventFilter.parse(lambda name: v.query_value(req, name), only),
     }
 
 

@@ -181,16 +181,22 @@ def query_uuid(req: falcon.Request, name: str) -> uuid.UUID | None:
     return uuid_value(raw, f"query parameter {name}")
 
 
-def _param(req: falcon.Request, name: str) -> str | None:
-    """One value; `?x=` is an error rather than silently ignored (the app keeps blank values)."""
+def query_value(req: falcon.Request, name: str) -> str | None:
+    """One value of a query parameter, or None; given twice is an error."""
     values = req.get_param_as_list(name)
     if values is None:
         return None
     if len(values) != 1:
         raise Invalid(f"query parameter {name} may be given once")
-    if values[0] == "":
-        raise Invalid(f"query parameter {name} must not be empty")
     return values[0]
+
+
+def _param(req: falcon.Request, name: str) -> str | None:
+    """One value; `?x=` is an error rather than silently ignored (the app keeps blank values)."""
+    value = query_value(req, name)
+    if value == "":
+        raise Invalid(f"query parameter {name} must not be empty")
+    return value
 
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}$")
