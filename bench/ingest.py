@@ -8,7 +8,7 @@ What it does, all on this machine (127.0.0.1 and a local PostgreSQL only):
      no delivery process runs) and a source with no route;
   3. starts `gethookd run --role api`, the naive baseline (bench/naive_app.py: falcon +
      psycopg2, one INSERT + COMMIT per request, gunicorn 2 gthread workers x 4 threads)
-     and the ceiling (naive_app:ceiling: the same gunicorn gevent workers and falcon as
+     and the ceiling (naive_app:ceiling: the same gunicorn worker class and falcon as
      gethookd's API, answering 202 without any database: what no ingest here can beat);
   4. runs wrk (--connections, default 64) against the naive app, both ingest URLs and the
      ceiling, each after a short warm-up, and prints req/s, p50/p99 and the ratio;
@@ -253,11 +253,15 @@ def main(argv: list[str] | None = None) -> int:
             "naive",
         )
         ceiling_port = free_port()
-        # Served as gethookd's API is: gevent workers, as many as it runs.
+        # Served as gethookd's API is: its worker class, as many workers as it runs.
+        from gethookd.process.api_server import WORKER_CLASSES
+
         workers = extra.get("API_WORKERS", "2")
+        kind = extra.get("API_WORKER_CLASS", "httptools")
+        kind = WORKER_CLASSES.get(kind, kind)
         ceiling_proc, ceiling_log = run.spawn(
-            gunicorn("naive_app:ceiling", ceiling_port, "-k", "gevent", "-w", workers),
-            dict(os.environ),
+            gunicorn("naive_app:ceiling", ceiling_port, "-k", kind, "-w", workers),
+            {**os.environ, "PYTHONPATH": str(ROOT)},
             "ceiling",
         )
         wait_http(f"http://127.0.0.1:{port}/healthz", api, api_log)

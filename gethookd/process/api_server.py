@@ -17,6 +17,9 @@ from gethookd import logs
 from gethookd.config import Config
 from gethookd.process import metrics_dir
 
+# API_WORKER_CLASS -> gunicorn's worker_class; the others are gunicorn's own names.
+WORKER_CLASSES = {"httptools": "gethookd.process.http_worker.HttpWorker"}
+
 
 class ApiServer(BaseApplication):
     def __init__(self, config: Config, listen_fd: int, on_ready: Any = None) -> None:
@@ -30,7 +33,7 @@ class ApiServer(BaseApplication):
         settings = {
             "bind": [f"fd://{self.listen_fd}"],
             "workers": c.API_WORKERS,
-            "worker_class": c.API_WORKER_CLASS,
+            "worker_class": WORKER_CLASSES.get(c.API_WORKER_CLASS, c.API_WORKER_CLASS),
             "threads": c.API_THREADS,
             "graceful_timeout": math.ceil(c.DRAIN_TIMEOUT),
             "timeout": 60,
@@ -66,7 +69,7 @@ class ApiServer(BaseApplication):
         from gethookd.db import Database
         from gethookd.service import Gateway
 
-        if self.config.API_WORKER_CLASS == "gevent":
+        if self.config.API_WORKER_CLASS != "gthread":
             from gethookd.db import make_cooperative
 
             make_cooperative()  # gunicorn's gevent worker has patched the rest already
