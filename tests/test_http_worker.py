@@ -278,3 +278,11 @@ def test_a_client_that_leaves_mid_body_costs_nothing(server):
     c.close()
     answer = requests.post(f"http://127.0.0.1:{server['port']}/ok", data=b"next", timeout=5)
     assert answer.json()["body"] == "next"
+
+
+def test_a_header_that_would_split_the_answer_is_refused(client, server):
+    client.send(b"GET /inject HTTP/1.1\r\nHost: t\r\n\r\n")
+    status, headers, body = client.answer()
+    assert status == 500 and "set-cookie" not in headers
+    assert json.loads(body) == {"error": "internal error"}
+    assert "a line break" in server["log"].read_text()

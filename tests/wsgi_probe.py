@@ -17,6 +17,9 @@ def app(environ: dict, start_response) -> object:
     if path == "/stream":  # no Content-Length: the server must frame it
         start_response("200 OK", [("Content-Type", "text/plain")])
         return (b"part %d\n" % i for i in range(3))
+    if path == "/inject":  # a header value that would smuggle in a header of its own
+        start_response("200 OK", [("X-Note", "a\r\nSet-Cookie: stolen=1"), ("Content-Length", "0")])
+        return [b""]
     if path == "/boom":
         raise RuntimeError("the app failed")
     if path == "/lines":

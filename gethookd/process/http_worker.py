@@ -301,7 +301,8 @@ def _env_key(name: bytes) -> str | None:
     return key
 
 
-def environ(base: dict, message: _Message, body: Input) -> dict:
+def environ(base: dict, message: _Message) -> dict:
+    """The request's WSGI environ, all but wsgi.input."""
     env = dict(base)
     url = message.url
     if url[:1] == b"/":
@@ -319,7 +320,6 @@ def environ(base: dict, message: _Message, body: Input) -> dict:
     env["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
     env["QUERY_STRING"] = query.decode("latin-1")
     env["SERVER_PROTOCOL"] = "HTTP/" + message.version
-    env["wsgi.input"] = body
     for name, value in message.headers:
         key = _env_key(name)
         if key is None:
@@ -343,14 +343,11 @@ def http_date() -> str:
 
 
 def head(status: str, headers: list[tuple[str, str]], extra: list[str]) -> bytes:
-    lines = [f"HTTP/1.1 {status}\r\n"]
-    for name, value in headers:
-        if "\n" in value or "\r" in value or "\n" in name or "\r" in name or ":" in name:
-            raise ValueError(f"invalid response header {name!r}")
-        lines.append(f"{name}: {value}\r\n")
-    lines.extend(extra)
-    lines.append("\r\n")
-    return "".join(lines).encode("latin-1")
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    # One CR and one LF per field, or a value would smuggle in a header of its own.
+    if fields.count("\n") != len(headers) or fields.count("\r") != len(headers):
+        raise ValueError("a response header holds a line break")
+    return f"HTTP/1.1 {status}\r\n{fields}{''.join(extra)}\r\n".encode("latin-1")
 
 
 def error_answer(status: str, message: str) -> bytes:
@@ -429,11 +426,11 @@ class HttpWorker(GeventWorker):
 
     def serve(self, conn: _Connection, message: _Message, base: dict) -> bool:
         """Answer one request; whether the connection may carry another."""
-        expect = any(
-            n.lower() == b"expect" and v.strip().lower() == b"100-continue"
-            for n, v in message.headers
+        env = environ(base, message)
+        expect = message.version == "1.1" and "HTTP_EXPECT" in env
+        env["wsgi.input"] = Input(
+            conn, message, expect and env["HTTP_EXPECT"].strip().lower() == "100-continue"
         )
-        env = environ(base, message, Input(conn, message, expect and message.version == "1.1"))
         started: list = []
         written: list[bytes] = []
 
@@ -492,7 +489,12 @@ class HttpWorker(GeventWorker):
             extra.append("Connection: close\r\n")
         elif message.version == "1.0":
             extra.append("Connection: keep-alive\r\n")
-        out = head(status, headers, extra)
+        try:
+            out = head(status, headers, extra)
+        except ValueError as exc:
+            self.log.error("the app's answer to %s was refused: %s", message.method, exc)
+            conn.sock.sendall(error_answer("500 Internal Server Error", "internal error"))
+            return False
         sock = conn.sock
         sock.settimeout(READ_TIMEOUT)
         if no_body:
