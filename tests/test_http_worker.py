@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -286,3 +287,16 @@ def test_a_header_that_would_split_the_answer_is_refused(client, server):
     assert status == 500 and "set-cookie" not in headers
     assert json.loads(body) == {"error": "internal error"}
     assert "a line break" in server["log"].read_text()
+
+
+def test_a_head_trickled_a_byte_at_a_time_is_cut_off_at_the_keepalive_bound(client):
+    client.send(b"POST /slow HTTP/1.1\r\nX-Slow: ")
+    started = time.monotonic()
+    for _ in range(40):  # a byte every 0.25 s, until the server answers
+        if select.select([client.sock], [], [], 0.25)[0]:
+            break
+        client.send(b"a")
+    status, headers, body = client.answer()
+    assert (status, headers["connection"]) == (408, "close")
+    assert "the request head took over 2s" in json.loads(body)["error"]
+    assert 1.5 < time.monotonic() - started < 4.5  # --keep-alive 2

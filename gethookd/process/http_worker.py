@@ -163,17 +163,28 @@ class _Connection:
     def next_message(self, keepalive: float, alive: Any, first: bool) -> _Message | None:
         """The next request whose head is complete; None when the client is done, stayed
         idle past `keepalive` seconds, or the worker is stopping between requests (a new
-        connection is always waited on: its client connected to send something)."""
+        connection is always waited on: its client connected to send something).
+
+        As in gunicorn's own gevent worker, the wait and the head share the `keepalive`
+        bound: a client trickling its head a byte at a time cannot hold a connection.
+        """
         deadline = time.monotonic() + keepalive
         while not self.ready:
             if self.eof or self.upgraded:
                 if self.parsing is not None:
                     raise BadRequest("400 Bad Request", "the request ended before its head")
                 return None
-            if self.parsing is not None or self.head_bytes:  # a request has started
-                self.feed(READ_TIMEOUT)
-                continue
             left = deadline - time.monotonic()
+            if self.parsing is not None or self.head_bytes:  # a request has started
+                try:
+                    if left <= 0:
+                        raise TimeoutError
+                    self.feed(left)
+                except TimeoutError:
+                    raise BadRequest(
+                        "408 Request Timeout", f"the request head took over {keepalive:g}s"
+                    ) from None
+                continue
             if left <= 0:
                 return None
             if not first and not alive():
