@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -24,15 +25,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def start_gunicorn(log: Path, keepalive: int) -> tuple[subprocess.Popen, int]:
+    """gunicorn with one HttpWorker serving tests/wsgi_probe.py, once it accepts."""
     port = free_port()
-    log = tmp_path_factory.mktemp("worker") / "gunicorn.log"
     command = [
         *(sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}"),
-        *("-k", "gethookd.process.http_worker.HttpWorker", "--keep-alive", "2"),
+        *("-k", "gethookd.process.http_worker.HttpWorker", "--keep-alive", str(keepalive)),
         *("--limit-request-fields", "20", "--limit-request-line", "200"),
-        *("--chdir", str(HERE), "wsgi_probe:app"),
+        *("--graceful-timeout", "20", "--chdir", str(HERE), "wsgi_probe:app"),
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
     with open(log, "wb") as out:
@@ -47,6 +47,13 @@ def server(tmp_path_factory):
             return False
 
     wait_for(up, what="gunicorn with the httptools worker")
+    return proc, port
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    log = tmp_path_factory.mktemp("worker") / "gunicorn.log"
+    proc, port = start_gunicorn(log, keepalive=2)
     yield {"port": port, "log": log}
     proc.terminate()
     proc.wait(timeout=30)
@@ -300,3 +307,26 @@ def test_a_head_trickled_a_byte_at_a_time_is_cut_off_at_the_keepalive_bound(clie
     assert (status, headers["connection"]) == (408, "close")
     assert "the request head took over 2s" in json.loads(body)["error"]
     assert 1.5 < time.monotonic() - started < 4.5  # --keep-alive 2
+
+
+def test_a_stopping_worker_finishes_the_request_in_flight_and_closes_idle_connections(tmp_path):
+    proc, port = start_gunicorn(tmp_path / "gunicorn.log", keepalive=10)
+    try:
+        busy, idle = Client(port), Client(port)
+        for c in (busy, idle):
+            c.send(post("/before", b""))
+            assert c.answer()[0] == 200
+        busy.send(post("/slow", b"still served"))  # the app takes a second over it
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)  # graceful: the arbiter stops its worker
+        status, headers, body = busy.answer()
+        assert json.loads(body)["body"] == "still served"
+        assert headers["connection"] == "close"  # and no further request on it
+        assert busy.closed()
+        started = time.monotonic()
+        assert idle.closed()  # an idle connection is not kept for its 10 s keepalive
+        assert time.monotonic() - started < 3
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -6,6 +6,7 @@ Served by gunicorn with gethookd's HttpWorker; each path shows one side of the c
 from __future__ import annotations
 
 import json
+import time
 
 
 def app(environ: dict, start_response) -> object:
@@ -20,6 +21,8 @@ def app(environ: dict, start_response) -> object:
     if path == "/inject":  # a header value that would smuggle in a header of its own
         start_response("200 OK", [("X-Note", "a\r\nSet-Cookie: stolen=1"), ("Content-Length", "0")])
         return [b""]
+    if path == "/slow":  # still being answered when the worker is told to stop
+        time.sleep(1.0)
     if path == "/boom":
         raise RuntimeError("the app failed")
     if path == "/lines":
