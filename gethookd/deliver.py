@@ -12,12 +12,15 @@ import datetime
 import email.utils
 import os
 import time
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from http.client import HTTPException
+from typing import Any
 from urllib.parse import unquote
 
 import gevent
+import httptools
 from requests.certs import where as default_ca_bundle
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import (
@@ -27,7 +30,6 @@ from urllib3.exceptions import (
     ProtocolError,
     ReadTimeoutError,
 )
-from urllib3.response import BaseHTTPResponse
 from urllib3.util import parse_url
 
 from gethookd import __version__, ssrf
@@ -131,12 +133,13 @@ def build_headers(req: Request, now: float | None = None) -> dict[str, str]:
 
 
 class Sender:
-    """The delivery client: urllib3 directly (no `requests` on the hot path: its per-request
-    session merging, hooks, cookie and environment handling were half a delivery process's
-    CPU). One keep-alive pool per destination host; every connection resolved through the
-    SSRF policy and pinned to an address it checked, while TLS still verifies (and sends as
-    SNI) the URL's host name. No cookies, no proxies, nothing from the environment but a CA
-    bundle (REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE), no redirects, no retries."""
+    """The delivery client. urllib3 keeps the connections: one keep-alive pool per
+    destination host, every connection resolved through the SSRF policy and pinned to an
+    address it checked, while TLS still verifies (and sends as SNI) the URL's host name.
+    The exchange on a connection is ours: the request written in one send, the answer
+    parsed by httptools (llhttp, in C); urllib3's and http.client's per-request Python was
+    most of a delivery's CPU. No cookies, no proxies, nothing from the environment but a
+    CA bundle (REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE), no redirects, no retries."""
 
     def __init__(self, policy: ssrf.Policy, pool_maxsize: int = 10, max_hosts: int = 1000) -> None:
         self.policy = policy
@@ -191,6 +194,160 @@ class Sender:
             self._pools.popitem(last=False)[1].close()  # the longest-created one goes
         return pool
 
+    def exchange(
+        self, target: _Target, headers: dict[str, str], body: bytes, timeout: float
+    ) -> tuple[int, str | None, str]:
+        """POST on a pooled connection: the answer's status, Retry-After and body (at most
+        RESPONSE_BODY_LIMIT bytes, decoded). A connection goes back to the pool only after
+        an answer read to its end that allows keep-alive; any other is closed."""
+        head = _request_head(target, headers, len(body))
+        pool = self.pool(target)
+        conn = pool._get_conn()  # a kept connection (checked not dropped), or a new one
+        reusable = False
+        try:
+            if conn.sock is None:
+                conn.timeout = timeout
+                conn.connect()  # the SSRF-pinned address, TLS verified against the URL's name
+            sock = conn.sock
+            sock.settimeout(timeout)
+            sock.sendall(head + body)
+            answer = _Answer()
+            parser = answer.parser = httptools.HttpResponseParser(answer)
+            while not answer.done:
+                data = sock.recv(65536)
+                if not data:
+                    if answer.delimited_by_close():
+                        break  # no length, not chunked: the body was everything until EOF
+                    raise ProtocolError(
+                        "Connection aborted.", "the destination closed the connection early"
+                    )
+                try:
+                    parser.feed_data(data)
+                except httptools.HttpParserUpgrade:
+                    break  # 101 Switching Protocols: the answer is its head; never reused
+                except httptools.HttpParserError as exc:
+                    raise ProtocolError("invalid HTTP answer", exc) from None
+                if answer.full:
+                    break  # enough kept; the rest is not read
+            reusable = answer.done and not answer.full and answer.keep_alive
+            return answer.status, answer.retry_after, answer.text()
+        finally:
+            if not reusable:
+                conn.close()
+            pool._put_conn(conn)
+
+
+def _request_head(target: _Target, headers: dict[str, str], length: int) -> bytes:
+    """What urllib3 and http.client wrote for us: Host (no default port), Accept-Encoding
+    identity, the headers given, Content-Length."""
+    scheme, host, port = target.key
+    fields = [
+        f"POST {target.request_uri} HTTP/1.1",
+        f"Host: {host}" if port == (443 if scheme == "https" else 80) else f"Host: {host}:{port}",
+    ]
+    if not any(name.lower() == "accept-encoding" for name in headers):
+        fields.append("Accept-Encoding: identity")
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
+            raise ValueError(f"Invalid header {name!r}: {value!r}")
+        fields.append(f"{name}: {value}")
+    fields.append(f"Content-Length: {length}\r\n\r\n")
+    return "\r\n".join(fields).encode("latin-1")
+
+
+class _Answer:
+    """The httptools callbacks: status, the two headers we read, the body (capped and
+    decoded as urllib3 decoded it: gzip and deflate; other codings are kept as sent)."""
+
+    __slots__ = (
+        "parser",
+        "status",
+        "retry_after",
+        "encoding",
+        "chunks",
+        "size",
+        "done",
+        "keep_alive",
+        "framed",
+        "full",
+        "_inflate",
+    )
+
+    def __init__(self) -> None:
+        self.parser: httptools.HttpResponseParser | None = None
+        self.status = 0
+        self.retry_after: str | None = None
+        self.encoding = b""
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.done = False
+        self.full = False
+        self.keep_alive = False
+        self.framed = False  # a Content-Length or Transfer-Encoding says where the body ends
+        self._inflate: Any = None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lower = name.lower()
+        if lower == b"retry-after":
+            self.retry_after = value.decode("latin-1")
+        elif lower == b"content-encoding":
+            self.encoding = value.strip().lower()
+        elif lower in (b"content-length", b"transfer-encoding"):
+            self.framed = True
+
+    def delimited_by_close(self) -> bool:
+        return self.status >= 200 and not self.framed
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        # Read now: once the answer is complete, llhttp has moved on to the next message.
+        self.keep_alive = self.parser.should_keep_alive()
+        if self.encoding in (b"gzip", b"x-gzip"):
+            self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif self.encoding == b"deflate":
+            self._inflate = _Deflate()
+
+    def on_body(self, data: bytes) -> None:
+        if self.full:
+            return
+        left = RESPONSE_BODY_LIMIT - self.size
+        if self._inflate is not None:
+            data = self._inflate.decompress(data, left)  # never more than is kept
+        data = data[:left]
+        self.chunks.append(data)
+        self.size += len(data)
+        if self.size >= RESPONSE_BODY_LIMIT:
+            self.full = True
+
+    def on_message_complete(self) -> None:
+        if 100 <= self.status < 200 and self.status != 101:
+            # An interim answer (100 Continue, 103 Early Hints): the final one follows.
+            self.retry_after, self.encoding, self._inflate, self.framed = None, b"", None, False
+            self.status = 0
+            return
+        self.done = True
+
+    def text(self) -> str:
+        body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        return cap_text(body.decode("utf-8", errors="replace"))
+
+
+class _Deflate:
+    """Content-Encoding: deflate is meant to be zlib-wrapped; some servers send it raw."""
+
+    def __init__(self) -> None:
+        self._inflate = zlib.decompressobj()
+        self._first = True
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        if self._first:
+            self._first = False
+            try:
+                return self._inflate.decompress(data, max_length)
+            except zlib.error:
+                self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+        return self._inflate.decompress(data, max_length)
+
 
 @dataclass(frozen=True)
 class _Target:
@@ -231,26 +388,6 @@ def _env_ca_bundle() -> str | None:
     return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
 
 
-def _read_capped(response: BaseHTTPResponse) -> tuple[str, bool]:
-    """At most RESPONSE_BODY_LIMIT bytes of the (decoded) body, read 8 KiB at a time (a
-    compressed answer is never inflated whole); and whether it was read to its end."""
-    chunks, size = [], 0
-    while size < RESPONSE_BODY_LIMIT:
-        chunk = response.read(8192)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    else:
-        return _decode(chunks), False
-    return _decode(chunks), True
-
-
-def _decode(chunks: list[bytes]) -> str:
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    return cap_text(body[:RESPONSE_BODY_LIMIT].decode("utf-8", errors="replace"))
-
-
 def send(req: Request, session: Sender) -> Outcome:
     """One attempt, bounded as a whole by req.timeout: a destination that drip-feeds its
     answer is cut off at the deadline, not at each socket read's timeout."""
@@ -265,28 +402,13 @@ def send(req: Request, session: Sender) -> Outcome:
 
     timer = gevent.Timeout(req.timeout)
     timer.start()
-    response = None
-    complete = False
     try:
         target = session.target(req.url)
         headers = build_headers(req)
         if target.authorization:
             headers["Authorization"] = target.authorization
-        response = session.pool(target).urlopen(
-            "POST",
-            target.request_uri,
-            body=req.body,
-            headers=headers,
-            retries=False,
-            redirect=False,
-            assert_same_host=False,
-            # Per socket operation; the overall deadline above is the one that bites.
-            timeout=req.timeout + 1,
-            preload_content=False,
-            release_conn=False,
-        )
-        body, complete = _read_capped(response)
-        status, retry_after = response.status, response.headers.get("Retry-After")
+        # Per socket operation; the overall deadline above is the one that bites.
+        status, retry_after, body = session.exchange(target, headers, req.body, req.timeout + 1)
     except gevent.Timeout as exc:
         if exc is not timer:
             raise  # someone else's deadline: not ours to swallow
@@ -297,18 +419,12 @@ def send(req: Request, session: Sender) -> Outcome:
         return Outcome("network_error", None, None, _describe(exc, "ConnectionError"), elapsed())
     except (ConnectTimeoutError, ReadTimeoutError, TimeoutError):
         return timed_out()
-    except (ProtocolError, OSError, HTTPException) as exc:
+    except (ProtocolError, OSError, HTTPException, zlib.error) as exc:
         return Outcome("network_error", None, None, _describe(exc, "ConnectionError"), elapsed())
-    except Exception as exc:  # invalid URL or header, TLS, decoding...: all are values here
+    except Exception as exc:  # invalid URL or header, TLS...: all are values here
         return Outcome("network_error", None, None, _describe(exc), elapsed())
     finally:
         timer.close()
-        if response is not None:
-            # Read to its end: the connection goes back to the pool (keep-alive); cut
-            # short or failed: it is closed, never reused mid-answer.
-            if not complete:
-                response.close()
-            response.release_conn()
     return classify(status, body, elapsed(), retry_after)
 
 

@@ -390,3 +390,160 @@ def test_destination_urls_are_parsed_once_as_requests_read_them():
     for bad in ("ftp://example.com/x", "http://127.0.0.1:notaport/x", "example.com/x"):
         with pytest.raises(InvalidURL):
             _parse_target(bad)
+
+
+# -- the exchange on a connection ------------------------------------------------------------
+
+SEQUENTIAL = r"""
+from gevent import monkey
+monkey.patch_all()
+import ipaddress, json, sys
+from gethookd import deliver, ssrf
+session = deliver.new_session(ssrf.Policy((ipaddress.ip_network("127.0.0.0/8"),)), 10)
+url, count = sys.argv[1], int(sys.argv[2])
+req = deliver.Request(url=url, body=b"{}", content_type="application/json", event_id="evt_1",
+                      event_type=None, attempt_number=1, timeout=5.0)
+print(json.dumps([deliver.send(req, session).outcome for _ in range(count)]))
+"""
+
+
+class KeepAliveServer:
+    """Answers every request on a connection until the client leaves; counts connections."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                while len(data) < length:
+                    data += conn.recv(65536)
+                data = data[length:]
+                conn.sendall(self.answer)
+                if b"connection: close" in self.answer.lower():
+                    return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize(
+    "answer, connections",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 1),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", 12),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", 12),
+    ],
+    ids=["keep-alive", "connection-close", "http-1.0"],
+)
+def test_a_connection_is_reused_only_when_the_answer_allows_it(answer, connections):
+    server = KeepAliveServer(answer)
+    try:
+        run = [sys.executable, "-c", SEQUENTIAL, server.url, "12"]
+        proc = subprocess.run(run, capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout) == ["success"] * 12
+        assert server.connections == connections
+    finally:
+        server.close()
+
+
+def _answer_with(head: bytes, body: bytes):
+    def answer(conn: socket.socket) -> None:
+        conn.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+    return answer
+
+
+def test_compressed_answers_are_inflated_and_capped(raw_servers):
+    import gzip
+    import zlib
+
+    text = b"accepted " * 20
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw_deflate = raw.compress(text) + raw.flush()
+    bomb = gzip.compress(b"\0" * 50_000_000)  # 50 MB of NULs in ~50 KB
+    answers = [
+        (b"200 OK", b"gzip", gzip.compress(text)),
+        (b"200 OK", b"deflate", zlib.compress(text)),
+        (b"500 x", b"deflate", raw_deflate),
+        (b"400 x", b"gzip", bomb),
+        (b"200 OK", b"gzip", b"not gzip"),
+    ]
+    servers = [
+        raw_servers(_answer_with(b"HTTP/1.1 %s\r\nContent-Encoding: %s\r\n" % (st, enc), body))
+        for st, enc, body in answers
+    ]
+    got = send_all(*(spec(s.url) for s in servers))
+    assert [g["response_body"] for g in got[:3]] == [text.decode()] * 3
+    assert got[2]["outcome"] == "http_5xx"
+    assert got[3]["outcome"] == "http_4xx"
+    # Never inflated whole: what is kept is at most the limit (NULs become U+FFFD).
+    kept = got[3]["response_body"]
+    assert set(kept) == {"\ufffd"} and len(kept.encode()) <= RESPONSE_BODY_LIMIT
+    assert got[4]["outcome"] == "network_error" and "error" in got[4]["error_message"].lower()
+
+
+def test_interim_answers_are_skipped_and_the_final_one_counts(raw_servers):
+    server = raw_servers(
+        lambda c: c.sendall(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+            b"HTTP/1.1 201 Created\r\nContent-Length: 7\r\n\r\ncreated"
+        )
+    )
+    [got] = send_all(spec(server.url))
+    assert (got["outcome"], got["response_status"], got["response_body"]) == (
+        "success",
+        201,
+        "created",
+    )
+
+
+def test_an_answer_without_length_ends_with_the_connection(raw_servers):
+    server = raw_servers(lambda c: c.sendall(b"HTTP/1.1 202 Accepted\r\n\r\nuntil the end"))
+    [got] = send_all(spec(server.url))
+    assert (got["outcome"], got["response_status"], got["response_body"]) == (
+        "success",
+        202,
+        "until the end",
+    )
+
+
+def test_an_answer_cut_short_or_not_http_is_a_network_error(raw_servers):
+    short = raw_servers(lambda c: c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"))
+    junk = raw_servers(lambda c: c.sendall(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"))
+    silent = raw_servers(lambda c: None)  # reads the request, closes without a word
+    got = send_all(spec(short.url), spec(junk.url), spec(silent.url))
+    assert [g["outcome"] for g in got] == ["network_error"] * 3, got
+    assert all(g["response_status"] is None for g in got)
+
+
+def test_a_header_value_that_would_inject_a_header_is_refused(sink):
+    [got] = send_all(spec(sink.url, custom_headers={"X-Note": "a\r\nX-Injected: 1"}))
+    assert got["outcome"] == "network_error" and "Invalid header" in got["error_message"]
+    assert sink.requests == []
