@@ -78,6 +78,27 @@ def send_all(*specs: dict, timeout: float = 25) -> list[dict]:
     return json.loads(proc.stdout)
 
 
+def read_request(conn: socket.socket, data: bytes) -> bytes | None:
+    """Read one request (head, then a Content-Length body) after `data`, bytes already
+    received; what came after it, or None if the client left first."""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        body += chunk
+    return body[length:]
+
+
 class RawServer:
     """A TCP server on 127.0.0.1 that reads one request per connection and then runs
     `answer(conn)`, for answers no well-behaved HTTP server gives."""
@@ -99,19 +120,8 @@ class RawServer:
 
     def _handle(self, conn: socket.socket) -> None:
         with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            while len(body) < length:
-                body += conn.recv(65536)
+            if read_request(conn, b"") is None:
+                return
             try:
                 self.answer(conn)
             except OSError:
@@ -430,20 +440,9 @@ class KeepAliveServer:
         with conn:
             data = b""
             while True:
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                head, _, data = data.partition(b"\r\n\r\n")
-                length = next(
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                while len(data) < length:
-                    data += conn.recv(65536)
-                data = data[length:]
+                data = read_request(conn, data)
+                if data is None:
+                    return
                 conn.sendall(self.answer)
                 if b"connection: close" in self.answer.lower():
                     return
@@ -509,28 +508,26 @@ def test_compressed_answers_are_inflated_and_capped(raw_servers):
     assert got[4]["outcome"] == "network_error" and "error" in got[4]["error_message"].lower()
 
 
-def test_interim_answers_are_skipped_and_the_final_one_counts(raw_servers):
-    server = raw_servers(
-        lambda c: c.sendall(
+@pytest.mark.parametrize(
+    "answer, status, body",
+    [
+        (
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
-            b"HTTP/1.1 201 Created\r\nContent-Length: 7\r\n\r\ncreated"
-        )
-    )
+            b"HTTP/1.1 201 Created\r\nContent-Length: 7\r\n\r\ncreated",
+            201,
+            "created",
+        ),
+        (b"HTTP/1.1 202 Accepted\r\n\r\nuntil the end", 202, "until the end"),
+    ],
+    ids=["interim answers skipped", "no length: until the connection ends"],
+)
+def test_the_final_answer_counts_however_it_is_framed(raw_servers, answer, status, body):
+    server = raw_servers(lambda c: c.sendall(answer))
     [got] = send_all(spec(server.url))
     assert (got["outcome"], got["response_status"], got["response_body"]) == (
         "success",
-        201,
-        "created",
-    )
-
-
-def test_an_answer_without_length_ends_with_the_connection(raw_servers):
-    server = raw_servers(lambda c: c.sendall(b"HTTP/1.1 202 Accepted\r\n\r\nuntil the end"))
-    [got] = send_all(spec(server.url))
-    assert (got["outcome"], got["response_status"], got["response_body"]) == (
-        "success",
-        202,
-        "until the end",
+        status,
+        body,
     )
 
 
