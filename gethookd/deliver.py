@@ -15,7 +15,6 @@ import time
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from http.client import HTTPException
 from typing import Any
 from urllib.parse import unquote
 
@@ -28,7 +27,6 @@ from urllib3.exceptions import (
     LocationParseError,
     NewConnectionError,
     ProtocolError,
-    ReadTimeoutError,
 )
 from urllib3.util import parse_url
 
@@ -417,9 +415,9 @@ def send(req: Request, session: Sender) -> Outcome:
         return Outcome("network_error", None, None, f"refused: url {exc}"[:1000], elapsed())
     except NewConnectionError as exc:  # a ConnectTimeoutError subclass: before it
         return Outcome("network_error", None, None, _describe(exc, "ConnectionError"), elapsed())
-    except (ConnectTimeoutError, ReadTimeoutError, TimeoutError):
+    except (ConnectTimeoutError, TimeoutError):
         return timed_out()
-    except (ProtocolError, OSError, HTTPException, zlib.error) as exc:
+    except (ProtocolError, OSError) as exc:
         return Outcome("network_error", None, None, _describe(exc, "ConnectionError"), elapsed())
     except Exception as exc:  # invalid URL or header, TLS...: all are values here
         return Outcome("network_error", None, None, _describe(exc), elapsed())

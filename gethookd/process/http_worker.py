@@ -17,6 +17,7 @@ the connection after the answer (lingering, so the client still reads that answe
 from __future__ import annotations
 
 import email.utils
+import itertools
 import json
 import socket
 import sys
@@ -32,7 +33,7 @@ import httptools
 from gunicorn.workers.ggevent import GeventWorker
 
 RECV_SIZE = 64 * 1024
-READ_TIMEOUT = 30.0  # seconds a started request may stall between two reads
+READ_TIMEOUT = 30.0  # seconds a request body, or the sending of an answer, may stall
 LINGER_TIMEOUT = 2.0  # seconds an unread body is drained after the answer, before closing
 LINGER_BYTES = 1024 * 1024
 IDLE_CHECK = 1.0  # an idle keep-alive connection notices a stopping worker this often
@@ -62,7 +63,16 @@ class BodyError(falcon.HTTPBadRequest):
 class _Message:
     """One request as the parser has seen it so far."""
 
-    __slots__ = ("url", "headers", "method", "version", "keep_alive", "body", "complete")
+    __slots__ = (
+        "url",
+        "headers",
+        "method",
+        "version",
+        "keep_alive",
+        "body",
+        "complete",
+        "expect_continue",
+    )
 
     def __init__(self) -> None:
         self.url = b""
@@ -70,6 +80,7 @@ class _Message:
         self.body: deque[bytes] = deque()
         self.complete = False
         self.keep_alive = False
+        self.expect_continue = False  # a 100 Continue is owed before the body is read
 
 
 class _Connection:
@@ -198,15 +209,15 @@ class _Connection:
                 continue
         return self.ready.popleft()
 
-    def read_body(self, message: _Message, expect_continue: list) -> bytes:
+    def read_body(self, message: _Message) -> bytes:
         """The next piece of this request's body; b"" once it is all read."""
         while not message.body:
             if message.complete:
                 return b""
             if self.eof or (self.upgraded and self.parsing is message):
                 raise BodyError("the request body ended early")
-            if expect_continue:
-                expect_continue.clear()
+            if message.expect_continue:
+                message.expect_continue = False
                 self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
             try:
                 self.feed(READ_TIMEOUT)
@@ -241,14 +252,13 @@ class _Connection:
 class Input:
     """wsgi.input: the request body, read from the connection as the app asks for it."""
 
-    def __init__(self, conn: _Connection, message: _Message, expect_continue: bool) -> None:
+    def __init__(self, conn: _Connection, message: _Message) -> None:
         self._conn = conn
         self._message = message
-        self._expect = [True] if expect_continue else []
         self._buffer = b""
 
     def _more(self) -> bytes:
-        return self._conn.read_body(self._message, self._expect)
+        return self._conn.read_body(self._message)
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
@@ -438,10 +448,9 @@ class HttpWorker(GeventWorker):
     def serve(self, conn: _Connection, message: _Message, base: dict) -> bool:
         """Answer one request; whether the connection may carry another."""
         env = environ(base, message)
-        expect = message.version == "1.1" and "HTTP_EXPECT" in env
-        env["wsgi.input"] = Input(
-            conn, message, expect and env["HTTP_EXPECT"].strip().lower() == "100-continue"
-        )
+        if message.version == "1.1" and "HTTP_EXPECT" in env:
+            message.expect_continue = env["HTTP_EXPECT"].strip().lower() == "100-continue"
+        env["wsgi.input"] = Input(conn, message)
         started: list = []
         written: list[bytes] = []
 
@@ -511,8 +520,8 @@ class HttpWorker(GeventWorker):
         if no_body:
             sock.sendall(out)
         elif chunked:
-            sock.sendall(out + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks if c))
-            for chunk in stream:
+            sock.sendall(out)
+            for chunk in itertools.chain(chunks, stream):
                 if chunk:
                     sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             sock.sendall(b"0\r\n\r\n")
