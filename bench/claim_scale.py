@@ -8,7 +8,9 @@ scratch database on --database-url) and stops it. For each backlog size (10 thou
   - "active": every destination active; N claims of 50 (queue.claim, as a delivery process
     calls it), timed one by one: median and p95;
   - "paused": the destination holding all but 5,000 of them (and the oldest) is paused
-    through the real PATCH path (Gateway.update_destination; timed too), then N claims.
+    through the real PATCH path (Gateway.update_destination; timed too), then N claims;
+  - "resumed": it is resumed (PATCH, timed), and its held deliveries released the way the
+    delivery processes do it in the background, to the end (timed, with its longest step).
 
 Between cases the claimed rows are put back and the table vacuumed, so every case starts
 from the same queue. The figure that matters: the 1M-paused median against the 10k-active
@@ -130,9 +132,36 @@ class Bench:
             results["paused"] = self.claims(database)
             results["paused"]["pause_s"] = pause_s
             results["paused"]["first_ms"] = first
+            results["resumed"] = self.resume(gw, database, account, big)
             return results
         finally:
             database.close()
+
+    def resume(self, gw, database, account, big) -> dict:
+        """PATCH active=true, then the delivery processes' background release run to the
+        end (queue.release_held, as each process calls it): how long each took, and the
+        longest chunk (how long a change to that destination may wait for the release)."""
+        from gethookd import queue
+
+        started = time.monotonic()
+        gw.update_destination(account, big, {"active": True})
+        resume_s = time.monotonic() - started
+        started = time.monotonic()
+        released, chunks = 0, []
+        while True:
+            at = time.perf_counter()
+            step = queue.release_held(database)
+            chunks.append((time.perf_counter() - at) * 1000)
+            released += step.total
+            if not step.more:
+                break
+        return {
+            "resume_s": resume_s,
+            "release_s": time.monotonic() - started,
+            "released": released,
+            "chunks": len(chunks),
+            "chunk_max_ms": max(chunks),
+        }
 
     def vacuum(self, database) -> None:
         import psycopg2
@@ -194,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'queued':>10} {'case':<8} {'median ms':>10} {'p95 ms':>8}  notes")
     for n, cases in figures.items():
         for case, f in cases.items():
+            if case == "resumed":
+                continue
             note = ""
             if case == "paused":
                 note = (
@@ -201,6 +232,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"first claim after it {f['first_ms']:.1f} ms"
                 )
             print(f"{n:>10,} {case:<8} {f['median_ms']:>10.2f} {f['p95_ms']:>8.2f}  {note}")
+    print()
+    for n, cases in figures.items():
+        r = cases["resumed"]
+        print(
+            f"{n:>10,} resumed: PATCH active=true took {r['resume_s']:.2f}s; the background "
+            f"release made {r['released']:,} held deliveries pending in {r['release_s']:.2f}s "
+            f"({r['chunks']} statements, the longest {r['chunk_max_ms']:.0f} ms)"
+        )
     small, large = min(figures), max(figures)
     base = figures[small]["active"]["median_ms"]
     print()

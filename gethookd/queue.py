@@ -191,7 +191,7 @@ class Recorded:
 def finish_batch(db: Database, batch: list[Finished], circuit: Circuit | None = None) -> Recorded:
     """Record a batch of attempts in one transaction (one round trip), and the health of
     their destinations (circuit, failure run, disabled). Notifies the delivery processes
-    if a retry is due at once or held deliveries were released."""
+    if a retry is due at once."""
     if not batch:
         return Recorded([], [])
     circuit = circuit or Circuit.off()
@@ -221,11 +221,8 @@ def finish_batch(db: Database, batch: list[Finished], circuit: Circuit | None = 
         rows = cur.all("finish_deliveries", params)
     got = {row["delivery_id"]: row["status"] for row in rows}
     statuses = [got.get(f.job.delivery_id) for f in batch]
-    released = rows[0]["released"] if rows else 0
     transitions = (rows[0]["transitions"] if rows else None) or []
-    if released or any(
-        s == "pending" and not f.retry_in for s, f in zip(statuses, batch, strict=True)
-    ):
+    if any(s == "pending" and not f.retry_in for s, f in zip(statuses, batch, strict=True)):
         with _single_statement(db) as cur:
             cur.run("notify_deliveries")  # due at once: let any delivery process take it
     return Recorded(statuses, transitions)
@@ -248,6 +245,13 @@ def released(job: Job, reason: str, latency_ms: int = 0) -> Finished:
     return Finished(job, Outcome("cancelled", None, None, reason, latency_ms), 0.0)
 
 
+def resume_destination(cur: Cursor) -> None:
+    """In the transaction that made a destination accept deliveries again (its
+    releasing_since set): wake the delivery processes, which release its held deliveries
+    in the background."""
+    cur.run("notify_release")
+
+
 def hold_destination(cur: Cursor, destination_id: Any) -> int:
     """In the transaction that made a destination stop accepting deliveries: move its
     waiting deliveries out of the claim's path ('held'). How many."""
@@ -255,15 +259,45 @@ def hold_destination(cur: Cursor, destination_id: Any) -> int:
     return cur.raw.rowcount
 
 
-def release_destination(cur: Cursor, destination_id: Any) -> int:
-    """In the transaction that made a destination accept deliveries again: its held
-    deliveries wait in the claim's path again, keeping their due times, and the delivery
-    processes are woken. Nothing if another reason to hold remains. How many."""
-    cur.run("release_held_deliveries", {"destination_id": destination_id})
-    count = cur.raw.rowcount
-    if count:
-        cur.run("notify_deliveries")
-    return count
+# Held deliveries released per destination per statement, destinations looked at per
+# statement, and how long a destination stays flagged after it accepts again (see
+# release_held_chunks in sql/queue.sql).
+RELEASE_CHUNK = 1000
+RELEASE_DESTINATIONS = 100
+RELEASE_GRACE = 30.0
+
+
+@dataclass(frozen=True)
+class Released:
+    """One step of the background release: how many held deliveries became pending, per
+    destination, and whether a destination has more (run the step again at once)."""
+
+    counts: dict[Any, int]
+    more: bool
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def release_held(
+    db: Database,
+    chunk: int = RELEASE_CHUNK,
+    destinations: int = RELEASE_DESTINATIONS,
+    grace: float = RELEASE_GRACE,
+) -> Released:
+    """Destinations that accept deliveries again get their held deliveries back in the
+    claim's path, a chunk each per call; the delivery processes are woken if any was
+    released. Safe in every process at once."""
+    params = {"chunk": chunk, "destinations": destinations, "grace": grace}
+    with _single_statement(db) as cur:
+        rows = cur.all("release_held_chunks", params)
+        if rows and rows[0]["total"]:
+            cur.run("notify_deliveries")
+    return Released(
+        {r["destination_id"]: r["released"] for r in rows if r["released"]},
+        any(r["more"] for r in rows),
+    )
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ guarantee of the one-at-a-time queue still holds (real PostgreSQL, no mocks)."""
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from gethookd import queue
 from gethookd.db import Database
@@ -151,6 +152,10 @@ def test_pause_holds_waiting_deliveries_and_resume_releases_them_in_order(gw, da
     # Still waiting (as a sibling's pending delivery would be, once attempts were made).
     assert {event(database, e)["status"] for e in ids} == {"retry_scheduled"}
     setup.resume(0)
+    # Released in the background (the delivery processes' release step), not by the PATCH.
+    rows = deliveries_of(database, ids)
+    assert {d["status"] for d in rows if d["destination_id"] == setup.dests[0]} == {"held"}
+    assert queue.release_held(database).counts == {setup.dests[0]: 3}
     rows = deliveries_of(database, ids)
     mine = [d for d in rows if d["destination_id"] == setup.dests[0]]
     assert {d["status"] for d in mine} == {"pending"}
@@ -160,6 +165,74 @@ def test_pause_holds_waiting_deliveries_and_resume_releases_them_in_order(gw, da
     for job in jobs:
         queue.finish(database, job, OK, None)
     assert {event(database, e)["status"] for e in ids} == {"delivered"}
+
+
+def releasing_since(database, dest_id):
+    [row] = sql(database, "SELECT releasing_since FROM destinations WHERE id = %s", (dest_id,))
+    return row["releasing_since"]
+
+
+def test_a_resume_releases_in_chunks_oldest_first_and_looks_again_for_its_grace(gw, database):
+    setup = Setup(gw)
+    [dest] = setup.dests
+    ids = setup.ingest(25)
+    setup.pause(0)
+    setup.resume(0)
+    order = [d["id"] for d in deliveries_of(database, ids)]  # oldest first
+    steps = [queue.release_held(database, chunk=10) for _ in range(3)]
+    assert [(r.counts, r.more) for r in steps] == [
+        ({dest: 10}, True),
+        ({dest: 10}, True),
+        ({dest: 5}, False),
+    ]
+    assert [j.delivery_id for j in queue.claim(database, 10, LEASE)] == order[:10]
+    # Nothing left, but within its grace the destination is looked at again: a delivery
+    # inserted 'held' by an ingest that read the destination just before the resume (here
+    # made held behind the API's back) is released too.
+    assert releasing_since(database, dest) is not None
+    assert queue.release_held(database, chunk=10).counts == {}
+    sql(database, "UPDATE deliveries SET status = 'held' WHERE id = %s", (order[-1],))
+    assert queue.release_held(database, chunk=10).counts == {dest: 1}
+    # After its grace, a step that finds nothing held clears the flag.
+    assert queue.release_held(database, grace=0.0).counts == {}
+    assert releasing_since(database, dest) is None
+
+
+def test_a_destination_paused_again_before_its_release_stays_held(gw, database):
+    setup = Setup(gw)
+    [dest] = setup.dests
+    setup.ingest(3)
+    setup.pause(0)
+    setup.resume(0)
+    setup.pause(0)
+    assert queue.release_held(database).counts == {}
+    assert releasing_since(database, dest) is None  # the next resume sets it again
+    assert {d["status"] for d in sql(database, "SELECT status FROM deliveries")} == {"held"}
+    setup.resume(0)
+    assert queue.release_held(database).counts == {dest: 3}
+
+
+def test_processes_releasing_at_once_release_each_delivery_once(gw, database):
+    setup = Setup(gw, destinations=2)
+    setup.ingest(300)
+    setup.pause(0)
+    setup.pause(1)
+    setup.resume(0)
+    setup.resume(1)
+
+    def release_all(_) -> int:
+        total, idle = 0, 0
+        while idle < 3:  # another process may hold a destination for a chunk: look again
+            step = queue.release_held(database, chunk=25)
+            total += step.total
+            idle = 0 if step.total else idle + 1
+        return total
+
+    with ThreadPoolExecutor(4) as pool:
+        totals = list(pool.map(release_all, range(4)))
+    assert sum(totals) == 600
+    left = sql(database, "SELECT status, count(*) AS n FROM deliveries GROUP BY 1")
+    assert {r["status"]: r["n"] for r in left} == {"pending": 600}
 
 
 def test_a_held_delivery_after_a_failure_counts_as_retry_scheduled(gw, database):
@@ -195,6 +268,7 @@ def test_the_claim_parks_a_pending_row_of_a_paused_destination(gw, database):
     again = queue.claim_fair(database, 10, LEASE)
     assert (again.jobs, again.parked) == ([], 0)  # walked once, not again
     setup.resume(0)
+    queue.release_held(database)
     assert {j.destination_id for j in queue.claim(database, 10, LEASE)} == {setup.dests[0]}
 
 
@@ -207,5 +281,6 @@ def test_replay_cancels_held_deliveries_of_the_original(gw, database):
     assert row["status"] == "cancelled"
     assert event(database, event_id)["status"] == "replayed"
     setup.resume(0)
+    queue.release_held(database)
     jobs = queue.claim(database, 10, LEASE)
     assert [j.event_id for j in jobs] == [replay["replay_event_id"]]  # only the replay is delivered

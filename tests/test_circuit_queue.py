@@ -51,14 +51,17 @@ def test_a_circuit_opens_holds_releases_one_probe_and_closes(gw, database):
     setup.ingest(6)
     jobs = queue.claim_fair(database, 3, LEASE).jobs
     recorded = queue.finish_batch(database, [queue.Finished(j, FAIL, 0.0) for j in jobs], CIRCUIT)
-    # The third failure in a row opens it: the batch's retries and the waiting ones are held.
+    # The third failure in a row opens it: the batch's retries are held; the waiting ones
+    # are parked by the claim that meets them (the finish never rewrites the backlog).
     assert recorded.statuses == ["held"] * 3
     [change] = recorded.transitions
     assert change["circuit_state"] == "open" and change["consecutive_failures"] == 3
-    assert statuses(database, dest) == {"held": 6}
+    assert statuses(database, dest) == {"held": 3, "pending": 3}
     row = dest_row(database, dest)
     assert row["circuit_state"] == "open" and row["failing_since"] is not None
-    assert queue.claim(database, 10, LEASE) == []
+    claimed = queue.claim_fair(database, 10, LEASE)
+    assert (claimed.jobs, claimed.parked) == ([], 3)
+    assert statuses(database, dest) == {"held": 6}
     assert queue.release_probes(database, 120.0) == 0  # cooling down
     attempts = sql(database, "SELECT sum(attempt_count) AS n FROM deliveries")[0]["n"]
     assert attempts == 3  # held, not attempted
@@ -95,6 +98,9 @@ def test_a_circuit_opens_holds_releases_one_probe_and_closes(gw, database):
         0,
     )
     assert row["last_success_at"] is not None and row["failing_since"] is None
+    assert row["releasing_since"] is not None  # its held deliveries: released in the background
+    assert statuses(database, dest) == {"held": 5, "succeeded": 1}
+    assert queue.release_held(database).counts == {dest: 5}
     assert statuses(database, dest) == {"pending": 5, "succeeded": 1}
     assert len(queue.claim(database, 10, LEASE)) == 5
 
@@ -117,6 +123,7 @@ def test_a_410_disables_and_holds_even_the_last_attempt(gw, database):
     gw.update_destination(setup.account, dest, {"active": True})
     row = dest_row(database, dest)
     assert row["disabled_at"] is None and row["disabled_reason"] is None
+    assert queue.release_held(database).total == 2
     assert len(queue.claim(database, 10, LEASE)) == 2
 
 

@@ -279,7 +279,7 @@ def test_a_notification_wakes_the_worker_and_survives_a_lost_connection(
         rows = sql(
             database,
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " AND query = 'LISTEN gethookd_deliveries;' AND pid <> pg_backend_pid()",
+            " AND query LIKE 'LISTEN gethookd_deliveries;%' AND pid <> pg_backend_pid()",
         )
         return [r["pid"] for r in rows]
 

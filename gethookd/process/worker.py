@@ -46,6 +46,8 @@ HEARTBEAT_TIMEOUT = 10.0
 CLAIM_GATHER = 0.010  # seconds a busy process waits for more free slots before claiming
 CLAIM_RETRY = 0.050  # seconds before claiming again when every row chosen was locked
 PROBE_STEP = 1.0  # seconds between two looks for open circuits whose cool-down is over
+RELEASE_STEP = 1.0  # seconds between two looks for held deliveries to release, unless woken
+RELEASE_REPORT = 10.0  # seconds between two progress lines of a long release
 
 
 class DeliveryWorker:
@@ -55,6 +57,7 @@ class DeliveryWorker:
         self.box = SecretBox(config.ENCRYPTION_KEY, config.ENCRYPTION_KEY_PREVIOUS)
         self.pool = gevent.pool.Pool(config.WORKER_MAX_CONCURRENCY)
         self.wake = gevent.event.Event()
+        self.release_wake = gevent.event.Event()  # a destination accepts deliveries again
         self.stopping = False
         self.in_flight: dict[object, queue.Job] = {}  # delivery id -> job being sent
         # Fairness: deliveries in flight per destination, at most `cap` each.
@@ -84,6 +87,7 @@ class DeliveryWorker:
         self._flusher = gevent.spawn(self._flush_loop)
         janitor = gevent.spawn(retention.run_forever, self.config)  # one instance purges
         replayer = gevent.spawn(replay.run_forever, self.config)  # bulk replay jobs
+        releaser = gevent.spawn(self._release_loop)
         failures = 0
         busy = False  # the last claim came back full: more is due
         try:
@@ -138,6 +142,7 @@ class DeliveryWorker:
             listener.kill(block=False)
             janitor.kill(block=False)
             replayer.kill(block=False)
+            releaser.kill(block=False)
             self._drain()
 
     def stop(self) -> None:
@@ -159,6 +164,38 @@ class DeliveryWorker:
             return
         if released:
             log.info("released %d probe deliveries to destinations with an open circuit", released)
+
+    def _release_loop(self) -> None:
+        """Destinations that accept deliveries again get their held deliveries back in the
+        claim's path, a chunk per destination per statement (queue.release_held): at once
+        when woken (a resume's NOTIFY, a circuit this process closed), else every
+        RELEASE_STEP; again at once while a destination has more. One line per destination
+        when its pass ends, and progress lines while a long one runs."""
+        while not self.stopping:
+            self.release_wake.wait(timeout=RELEASE_STEP)
+            self.release_wake.clear()
+            done: Counter = Counter()
+            reported = time.monotonic()
+            try:
+                while not self.stopping:
+                    step = self._db_call(lambda: queue.release_held(self.db))
+                    done.update(step.counts)
+                    if step.total:
+                        self.wake.set()  # claim them
+                    if not step.more:
+                        break
+                    if time.monotonic() - reported >= RELEASE_REPORT:
+                        reported = time.monotonic()
+                        log.info("releasing held deliveries: %d so far", sum(done.values()))
+                    gevent.sleep(0)  # let the claims and sends run between chunks
+            except psycopg2.Error as exc:
+                log.warning("releasing held deliveries failed (%s); trying again shortly", exc)
+            for destination_id, count in done.items():
+                log.info(
+                    "destination %s accepts deliveries again: %d held deliveries released",
+                    destination_id,
+                    count,
+                )
 
     def _idle_timeout(self) -> float:
         """Nothing more is due now: sleep until the poll interval, the next cool-down step,
@@ -223,6 +260,8 @@ class DeliveryWorker:
                                 cur.execute("SELECT 1")
                         conn.poll()
                         if conn.notifies:
+                            if any(n.channel == "gethookd_release" for n in conn.notifies):
+                                self.release_wake.set()
                             conn.notifies.clear()
                             self.wake.set()
             except gevent.GreenletExit:
@@ -351,6 +390,8 @@ class DeliveryWorker:
         recorded = self._finish(batch)
         for change in recorded.transitions:
             _log_destination(change)
+            if change["circuit_state"] == "closed":
+                self.release_wake.set()  # its held deliveries
         for done, status in zip(batch, recorded.statuses, strict=True):
             if status == "pending" and done.retry_in is not None:
                 self._note_retry(done.retry_in)

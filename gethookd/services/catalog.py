@@ -149,10 +149,10 @@ class Catalog(Service):
             row = cur.one("update_destination", params)
             if row is not None and "active" in changes:
                 # Paused: its waiting deliveries leave the claim's path; resumed (which also
-                # re-enables a disabled destination and closes its circuit): they are due
-                # again (keeping their times) and the delivery processes are woken.
+                # re-enables a disabled destination and closes its circuit): the delivery
+                # processes release its held deliveries (keeping their times) in chunks.
                 if row["active"]:
-                    queue.release_destination(cur, dest_id)
+                    queue.resume_destination(cur)
                 else:
                     queue.hold_destination(cur, dest_id)
         if row is None:

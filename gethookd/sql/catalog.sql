@@ -65,6 +65,9 @@ UPDATE destinations SET
     consecutive_failures = CASE WHEN %(set_active)s AND %(active)s THEN 0
                            ELSE consecutive_failures END,
     failing_since = CASE WHEN %(set_active)s AND %(active)s THEN NULL ELSE failing_since END,
+    -- Its held deliveries are released in the background (release_held_chunks).
+    releasing_since = CASE WHEN %(set_active)s AND %(active)s THEN now()
+                      ELSE releasing_since END,
     name = CASE WHEN %(set_name)s THEN %(name)s ELSE name END,
     url = CASE WHEN %(set_url)s THEN %(url)s ELSE url END,
     timeout_seconds = CASE WHEN %(set_timeout_seconds)s THEN %(timeout_seconds)s

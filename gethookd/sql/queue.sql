@@ -157,13 +157,14 @@ WITH input AS (
     WHERE d.lease_token = i.lease_token AND d.status = 'in_flight'
 ), tally AS (
     -- Destination health, per destination over the batch: a success resets the failure
-    -- run and closes the circuit (releasing its held deliveries); failures extend the run,
-    -- open the circuit at %(threshold)s in a row (or re-open a half-open one, the cool-down
-    -- doubling per re-open up to %(cooldown_max)s), and disable the destination once it has
-    -- failed continuously for %(disable_after)s; a 410 Gone disables it at once. A
-    -- destination that stops accepting here has its waiting deliveries held, the batch's
-    -- retries included; every row comes back with the destinations whose state changed
-    -- (for the log) and how many held deliveries were released (to NOTIFY).
+    -- run and closes the circuit (its held deliveries are then released in the background:
+    -- releasing_since); failures extend the run, open the circuit at %(threshold)s in a row
+    -- (or re-open a half-open one, the cool-down doubling per re-open up to
+    -- %(cooldown_max)s), and disable the destination once it has failed continuously for
+    -- %(disable_after)s; a 410 Gone disables it at once. A destination that stops accepting
+    -- here has the batch's retries held; its other waiting deliveries are parked by the
+    -- claim as it meets them (never a rewrite of its whole backlog inside this statement).
+    -- Every row comes back with the destinations whose state changed (for the log).
     SELECT destination_id,
            count(*) FILTER (WHERE outcome = 'success') > 0 AS ok,
            count(*) FILTER (WHERE outcome NOT IN ('success', 'cancelled')) AS failed,
@@ -225,8 +226,8 @@ WITH input AS (
             WHEN i.status = 'pending'
                  AND (SELECT e.status FROM events e WHERE e.id = d.event_id) = 'replayed'
             THEN 'cancelled'
-            -- This batch made its destination stop accepting: held with the others
-            -- (one that already did not accept is parked by the claim when due).
+            -- This batch made its destination stop accepting: its retries are held (the
+            -- destination's other waiting deliveries are parked by the claim when due).
             WHEN i.status = 'pending' AND (SELECT x.stops FROM decided x
                                            WHERE x.id = d.destination_id)
             THEN 'held'
@@ -256,24 +257,13 @@ WITH input AS (
         circuit_probe_id = CASE WHEN v.circuit = 'half_open' THEN v.circuit_probe_id END,
         disabled_at = v.disabled_at,
         disabled_reason = v.reason,
+        releasing_since = CASE WHEN v.accepting AND NOT v.was_accepting THEN now()
+                               ELSE dst.releasing_since END,
         updated_at = now()
     FROM decided v WHERE dst.id = v.id
     RETURNING dst.id, dst.name, dst.account_id, v.was_circuit, dst.circuit_state,
               dst.consecutive_failures, dst.circuit_open_until, v.was_disabled,
               dst.disabled_at, dst.disabled_reason
-), held AS (
-    -- Stopped accepting: the destination's waiting deliveries leave the claim's path.
-    UPDATE deliveries d SET status = 'held', updated_at = now()
-    FROM decided v
-    WHERE v.stops AND d.destination_id = v.id AND d.status = 'pending'
-    RETURNING d.id
-), released AS (
-    -- Accepting again (the probe succeeded): its held deliveries are pending again.
-    UPDATE deliveries d SET status = 'pending', updated_at = now()
-    FROM decided v
-    WHERE v.accepting AND NOT v.was_accepting
-      AND d.destination_id = v.id AND d.status = 'held'
-    RETURNING d.id
 ), attempt AS (
     UPDATE delivery_attempts a
     SET outcome = i.outcome, finished_at = now(), response_status = i.response_status,
@@ -321,8 +311,6 @@ WITH input AS (
     WHERE e.id = s.event_id
 )
 SELECT id AS delivery_id, status,
-       (SELECT count(*) FROM released) AS released,
-       (SELECT count(*) FROM held) AS held,
        (SELECT jsonb_agg(to_jsonb(h)) FROM health h
         WHERE h.was_circuit <> h.circuit_state
            OR h.was_disabled IS DISTINCT FROM h.disabled_at) AS transitions
@@ -377,17 +365,61 @@ FROM probe p;
 UPDATE deliveries SET status = 'held', updated_at = now()
 WHERE destination_id = %(destination_id)s AND status = 'pending';
 
--- name: release_held_deliveries
--- A destination accepts deliveries again: its held deliveries are pending again, keeping
--- their next_attempt_at (none is lost, none jumps the queue). Only if no reason to hold
--- remains; runs in the transaction that changed the destination, after that change.
-UPDATE deliveries d SET status = 'pending', updated_at = now()
-FROM destinations dst
-WHERE dst.id = %(destination_id)s AND destination_accepts_deliveries(dst)
-  AND d.destination_id = dst.id AND d.status = 'held';
+-- name: release_held_chunks
+-- Destinations that accept deliveries again (releasing_since, migration 0010): up to
+-- %(chunk)s of each one's held deliveries are pending again, oldest first, keeping their
+-- next_attempt_at (none is lost, none jumps the queue). Every delivery process runs it,
+-- again at once while a chunk comes back full. A destination is locked for its chunk (SKIP
+-- LOCKED): two processes never release the same one at once, and a change to it waits one
+-- chunk at most. Its flag is cleared once a chunk comes back short and %(grace)s seconds
+-- have passed since it was set (a delivery inserted 'held' by an ingest that read the
+-- destination just before it changed is released too), or at once if it stopped accepting
+-- again (the next resume sets it again). The oldest %(destinations)s flags are looked at.
+WITH picked AS (
+    SELECT dst.id, dst.releasing_since, destination_accepts_deliveries(dst) AS accepting
+    FROM destinations dst
+    WHERE dst.releasing_since IS NOT NULL
+    ORDER BY dst.releasing_since
+    LIMIT %(destinations)s
+    FOR NO KEY UPDATE SKIP LOCKED
+), chunk AS (
+    SELECT p.id AS destination_id, c.id
+    FROM picked p
+    CROSS JOIN LATERAL (
+        SELECT d.id FROM deliveries d
+        WHERE p.accepting AND d.destination_id = p.id AND d.status = 'held'
+        ORDER BY d.next_attempt_at
+        LIMIT %(chunk)s
+        FOR UPDATE SKIP LOCKED
+    ) c
+), released AS (
+    -- By primary key (an array, so the planner never sizes the chunk at LIMIT x LIMIT
+    -- and scans the table instead).
+    UPDATE deliveries d SET status = 'pending', updated_at = now()
+    WHERE d.id = ANY(ARRAY(SELECT c.id FROM chunk c))
+    RETURNING d.id
+), counted AS (
+    SELECT p.*, (SELECT count(*) FROM chunk c WHERE c.destination_id = p.id) AS released
+    FROM picked p
+), cleared AS (
+    UPDATE destinations dst SET releasing_since = NULL
+    FROM counted c
+    WHERE dst.id = c.id
+      AND (NOT c.accepting
+           OR (c.released < %(chunk)s
+               AND c.releasing_since <= now() - make_interval(secs => %(grace)s::float8)))
+)
+SELECT c.id AS destination_id, c.released, c.released = %(chunk)s AS more,
+       (SELECT count(*) FROM released) AS total
+FROM counted c;
 
 -- name: notify_deliveries
 NOTIFY gethookd_deliveries;
 
+-- name: notify_release
+-- A destination accepts deliveries again: wake the background release at once.
+NOTIFY gethookd_release;
+
 -- name: listen_deliveries
 LISTEN gethookd_deliveries;
+LISTEN gethookd_release;
