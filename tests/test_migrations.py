@@ -49,3 +49,48 @@ def test_failing_migration_leaves_nothing_half_done(empty_db_url, tmp_path):
         assert [r[0] for r in cur.fetchall()] == ["0001_ok.sql"]
         cur.execute("SELECT to_regclass('two')")
         assert cur.fetchone()[0] is None
+
+
+def test_0010_flags_destinations_that_accept_but_hold_deliveries(empty_db_url, tmp_path):
+    """Deliveries left held for a destination that accepts (before 0010 an ingest racing a
+    resume could leave them so) are released by the background step after the upgrade."""
+    from gethookd import queue
+    from gethookd.db import Database
+
+    shipped = migrate.migration_files(None)  # (name, sql), as installed
+    for name, sql in shipped:
+        if name < "0010":
+            (tmp_path / name).write_text(sql)
+    migrate.apply(empty_db_url, str(tmp_path))
+    database = Database(empty_db_url, maxconn=1)
+    try:
+        with database.transaction() as cur:
+            cur.raw.execute(
+                "WITH a AS (INSERT INTO accounts (name) VALUES ('a') RETURNING id),"
+                " d AS (INSERT INTO destinations (account_id, name, url, active)"
+                "       SELECT a.id, v.name, 'http://127.0.0.1:9/', v.active FROM a,"
+                "       (VALUES ('on', true), ('off', false)) v(name, active) RETURNING *),"
+                " e AS (INSERT INTO events (account_id, direction, body, status)"
+                "       SELECT a.id, 'inbound', '{}', 'queued' FROM a RETURNING id)"
+                " INSERT INTO deliveries (event_id, destination_id, account_id, max_attempts,"
+                "                         status)"
+                " SELECT e.id, d.id, d.account_id, 3, 'held' FROM e, d"
+            )
+        [(name, sql)] = [(n, s) for n, s in shipped if n.startswith("0010")]
+        (tmp_path / name).write_text(sql)
+        assert migrate.apply(empty_db_url, str(tmp_path)) == [name]
+        with database.transaction() as cur:
+            cur.raw.execute("SELECT name, releasing_since IS NOT NULL AS f FROM destinations")
+            assert {r["name"]: r["f"] for r in cur.raw.fetchall()} == {"on": True, "off": False}
+        assert queue.release_held(database).total == 1
+        with database.transaction() as cur:
+            cur.raw.execute(
+                "SELECT dst.name, d.status FROM deliveries d"
+                " JOIN destinations dst ON dst.id = d.destination_id"
+            )
+            assert {r["name"]: r["status"] for r in cur.raw.fetchall()} == {
+                "on": "pending",
+                "off": "held",
+            }
+    finally:
+        database.close()
