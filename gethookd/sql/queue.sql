@@ -399,8 +399,10 @@ WITH picked AS (
     WHERE d.id = ANY(ARRAY(SELECT c.id FROM chunk c))
     RETURNING d.id
 ), counted AS (
-    SELECT p.*, (SELECT count(*) FROM chunk c WHERE c.destination_id = p.id) AS released
+    SELECT p.*, COALESCE(k.n, 0) AS released
     FROM picked p
+    LEFT JOIN (SELECT destination_id, count(*) AS n FROM chunk GROUP BY destination_id) k
+        ON k.destination_id = p.id
 ), cleared AS (
     UPDATE destinations dst SET releasing_since = NULL
     FROM counted c
