@@ -276,3 +276,8 @@ class Cursor:
     def all(self, name: str, params: Any = None) -> list[dict]:
         self.raw.execute(QUERIES[name], params)
         return [dict(r) for r in self.raw.fetchall()]
+
+    def prepared(self, name: str, params: Any = None) -> list[dict]:
+        """all(), as a prepared statement on an autocommit connection (see execute)."""
+        execute(self.raw, name, params)
+        return [dict(r) for r in self.raw.fetchall()]
