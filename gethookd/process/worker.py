@@ -190,6 +190,8 @@ class DeliveryWorker:
                     gevent.sleep(0)  # let the claims and sends run between chunks
             except psycopg2.Error as exc:
                 log.warning("releasing held deliveries failed (%s); trying again shortly", exc)
+            except Exception:  # the releaser must outlive any failure, as the flusher does
+                log.exception("releasing held deliveries failed; trying again shortly")
             for destination_id, count in done.items():
                 log.info(
                     "destination %s accepts deliveries again: %d held deliveries released",
