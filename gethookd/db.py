@@ -277,7 +277,7 @@ class Cursor:
         self.raw.execute(QUERIES[name], params)
         return [dict(r) for r in self.raw.fetchall()]
 
-    def prepared(self, name: str, params: Any = None) -> list[dict]:
+    def prepared(self, name: str, params: Any = None, before: str = "") -> list[dict]:
         """all(), as a prepared statement on an autocommit connection (see execute)."""
-        execute(self.raw, name, params)
+        execute(self.raw, name, params, before)
         return [dict(r) for r in self.raw.fetchall()]

@@ -36,7 +36,7 @@ WITH busy AS (
     FROM deliveries d JOIN destinations dst ON dst.id = d.destination_id
     WHERE d.status = 'in_flight' AND d.lease_expires_at <= now()
       AND delivery_may_be_sent(dst, d.id)
-      AND d.destination_id <> ALL(%(capped)s::uuid[])
+      AND (%(uncapped)s::boolean OR d.destination_id <> ALL(%(capped)s::uuid[]))
     ORDER BY d.lease_expires_at
     LIMIT %(scan)s
     FOR UPDATE OF d SKIP LOCKED
@@ -44,7 +44,7 @@ WITH busy AS (
     SELECT d.id, d.destination_id, d.next_attempt_at AS at, 1 AS branch
     FROM deliveries d
     WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-      AND d.destination_id <> ALL(%(capped)s::uuid[])
+      AND (%(uncapped)s::boolean OR d.destination_id <> ALL(%(capped)s::uuid[]))
     ORDER BY d.next_attempt_at
     LIMIT %(scan)s
     FOR UPDATE SKIP LOCKED
@@ -64,18 +64,18 @@ WITH busy AS (
 ), picked AS (
     -- The events locked now; each row re-checked on its latest version (the candidate
     -- lock already waited for nobody, so this is the row as it is).
-    SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_id
+    SELECT d.id, d.status = 'in_flight' AS expired
+    FROM deliveries d JOIN events e ON e.id = d.event_id
     WHERE d.id IN (SELECT id FROM chosen)
       AND ((d.status = 'pending' AND d.next_attempt_at <= now())
            OR (d.status = 'in_flight' AND d.lease_expires_at <= now()))
     FOR UPDATE OF d, e SKIP LOCKED
 ), parked AS (
+    -- due_c locked these rows as pending (on their latest version), and claimed takes
+    -- none of them (it takes only rows that may be sent), so they are pending still.
     UPDATE deliveries d SET status = 'held', updated_at = now()
-    FROM (SELECT x.id FROM deliveries x
-          WHERE x.id IN (SELECT id FROM cand WHERE NOT accepts AND branch = 1)
-            AND x.status = 'pending'
-          FOR UPDATE SKIP LOCKED) due
-    WHERE d.id = due.id
+    FROM cand c
+    WHERE d.id = c.id AND NOT c.accepts AND c.branch = 1
       AND EXISTS (SELECT 1 FROM destinations x
                   WHERE x.id = d.destination_id AND NOT delivery_may_be_sent(x, d.id)
                   FOR SHARE SKIP LOCKED)
@@ -89,14 +89,18 @@ WITH busy AS (
         updated_at = now()
     FROM picked WHERE d.id = picked.id
     RETURNING d.id, d.event_id, d.destination_id, d.lease_token, d.attempt_count,
-              d.max_attempts, d.backoff
+              d.max_attempts, d.backoff, picked.expired
 ), abandoned AS (
+    -- Only a lease that expired leaves an attempt open (every other way out of in_flight
+    -- closes it), so the join runs only when the claim took one: a prepared plan made
+    -- while delivery_attempts was small scans it, and must not do so on every claim.
     UPDATE delivery_attempts a
     SET outcome = 'cancelled', finished_at = now(),
         error_message = 'the delivery process stopped before this attempt finished; '
                         'retried after its lease expired'
     FROM claimed c
-    WHERE a.delivery_id = c.id AND a.outcome = 'pending'
+    WHERE (SELECT bool_or(expired) FROM claimed) AND c.expired
+      AND a.delivery_id = c.id AND a.outcome = 'pending'
 ), attempts AS (
     INSERT INTO delivery_attempts (delivery_id, event_id, destination_id, attempt_number)
     SELECT c.id, c.event_id, c.destination_id, c.attempt_count FROM claimed c
