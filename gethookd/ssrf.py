@@ -269,11 +269,14 @@ class _PinnedMixin:
         raise NewConnectionError(self, f"Failed to establish a new connection: {error}")
 
 
-def pinned_pool_classes(policy: Policy) -> dict[str, type[HTTPConnectionPool]]:
+def pinned_pool_classes(
+    policy: Policy, mixins: tuple[type, ...] = ()
+) -> dict[str, type[HTTPConnectionPool]]:
     """urllib3 pool classes, by scheme, whose connections resolve through `policy` and pin
-    the checked address."""
-    http_conn = type("PinnedHTTPConnection", (_PinnedMixin, HTTPConnection), {"policy": policy})
-    https_conn = type("PinnedHTTPSConnection", (_PinnedMixin, HTTPSConnection), {"policy": policy})
+    the checked address (`mixins` go first in the connections' bases)."""
+    namespace = {"policy": policy}
+    http_conn = type("PinnedHTTPConnection", (*mixins, _PinnedMixin, HTTPConnection), namespace)
+    https_conn = type("PinnedHTTPSConnection", (*mixins, _PinnedMixin, HTTPSConnection), namespace)
     return {
         "http": type("PinnedHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
         "https": type("PinnedHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),

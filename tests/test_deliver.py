@@ -407,21 +407,27 @@ def test_destination_urls_are_parsed_once_as_requests_read_them():
 SEQUENTIAL = r"""
 from gevent import monkey
 monkey.patch_all()
-import ipaddress, json, sys
+import ipaddress, json, sys, time
 from gethookd import deliver, ssrf
 session = deliver.new_session(ssrf.Policy((ipaddress.ip_network("127.0.0.0/8"),)), 10)
 url, count = sys.argv[1], int(sys.argv[2])
+pause = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
 req = deliver.Request(url=url, body=b"{}", content_type="application/json", event_id="evt_1",
                       event_type=None, attempt_number=1, timeout=5.0)
-print(json.dumps([deliver.send(req, session).outcome for _ in range(count)]))
+outcomes = []
+for _ in range(count):
+    outcomes.append(deliver.send(req, session).outcome)
+    time.sleep(pause)
+print(json.dumps(outcomes))
 """
 
 
 class KeepAliveServer:
     """Answers every request on a connection until the client leaves; counts connections."""
 
-    def __init__(self, answer: bytes) -> None:
+    def __init__(self, answer: bytes, hang_up: bool = False) -> None:
         self.answer = answer
+        self.hang_up = hang_up  # close each connection after its answer, unannounced
         self.connections = 0
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
@@ -444,7 +450,7 @@ class KeepAliveServer:
                 if data is None:
                     return
                 conn.sendall(self.answer)
-                if b"connection: close" in self.answer.lower():
+                if self.hang_up or b"connection: close" in self.answer.lower():
                     return
 
     def close(self) -> None:
@@ -468,6 +474,20 @@ def test_a_connection_is_reused_only_when_the_answer_allows_it(answer, connectio
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout) == ["success"] * 12
         assert server.connections == connections
+    finally:
+        server.close()
+
+
+def test_a_kept_connection_the_destination_dropped_is_not_reused():
+    # Every answer allows keep-alive, then the server hangs up: each send must see that
+    # its kept connection was dropped and open a new one, not fail on the dead one.
+    server = KeepAliveServer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", hang_up=True)
+    try:
+        run = [sys.executable, "-c", SEQUENTIAL, server.url, "6", "0.1"]
+        proc = subprocess.run(run, capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout) == ["success"] * 6
+        assert server.connections == 6
     finally:
         server.close()
 
