@@ -281,3 +281,12 @@ class Cursor:
         """all(), as a prepared statement on an autocommit connection (see execute)."""
         execute(self.raw, name, params, before)
         return [dict(r) for r in self.raw.fetchall()]
+
+    def prepared_tuples(
+        self, name: str, params: Any = None, before: str = ""
+    ) -> tuple[list[str], list[tuple]]:
+        """prepared(), the rows as tuples, with the column names: for the claim, whose rows
+        RealDictCursor built in Python, one column at a time (7% of a delivery's CPU)."""
+        with self.raw.connection.cursor() as cur:
+            execute(cur, name, params, before)
+            return [column.name for column in cur.description], cur.fetchall()
