@@ -111,12 +111,14 @@ def claim(
     return claim_fair(db, limit, lease_seconds, cap, busy).jobs
 
 
-# The claim is prepared (planning it cost more than running a small one), and its generic
-# plan is kept while the tables grow, until db.REPREPARE_AFTER. Made while they were nearly
-# empty, that plan scanned deliveries for the chosen rows instead of looking them up by key:
-# 120,000 buffers for a claim of ten, once 60,000 rows had arrived. Ruling scans out
-# wherever an index can do the job keeps the plan right at any size.
-CLAIM_PLANNER = "SET LOCAL enable_seqscan = off;\nSET LOCAL enable_bitmapscan = off;\n"
+# The claim and the finish are prepared (planning them cost more than running them for a
+# small batch), and their generic plans are kept while the tables grow, until
+# db.REPREPARE_AFTER. Made while the tables were nearly empty, those plans scanned
+# deliveries and events instead of looking rows up by key: once 60,000 rows had arrived, a
+# claim of ten touched 123,157 buffers, and a finish of ten 1,028, scanning every event
+# (tests/test_queue.py; with the scans ruled out, 511 and under 700).
+# Ruling scans out wherever an index can do the job keeps the plans right at any size.
+PLAN_BY_KEY = "SET LOCAL enable_seqscan = off;\nSET LOCAL enable_bitmapscan = off;\n"
 
 
 def claim_fair(
@@ -133,7 +135,7 @@ def claim_fair(
         return Claimed([])
     with _single_statement(db) as cur:
         params = claim_params(limit, lease_seconds, cap, busy)
-        names, rows = cur.prepared_tuples("claim_deliveries", params, before=CLAIM_PLANNER)
+        names, rows = cur.prepared_tuples("claim_deliveries", params, before=PLAN_BY_KEY)
     # parked, trimmed, lost; then the job's columns, ending with its order (sorted by it).
     fields = names[3:-1]
     jobs = []
@@ -207,8 +209,22 @@ def finish_batch(db: Database, batch: list[Finished], circuit: Circuit | None = 
     if a retry is due at once."""
     if not batch:
         return Recorded([], [])
+    params = finish_params(batch, circuit)
+    with _single_statement(db) as cur:
+        rows = cur.prepared("finish_deliveries", params, before=PLAN_BY_KEY)
+    got = {row["delivery_id"]: row["status"] for row in rows}
+    statuses = [got.get(f.job.delivery_id) for f in batch]
+    transitions = (rows[0]["transitions"] if rows else None) or []
+    if any(s == "pending" and not f.retry_in for s, f in zip(statuses, batch, strict=True)):
+        with _single_statement(db) as cur:
+            cur.run("notify_deliveries")  # due at once: let any delivery process take it
+    return Recorded(statuses, transitions)
+
+
+def finish_params(batch: list[Finished], circuit: Circuit | None = None) -> dict[str, Any]:
+    """The parameters of finish_deliveries (also for EXPLAIN in tests and benchmarks)."""
     circuit = circuit or Circuit.off()
-    params = {
+    return {
         "threshold": circuit.threshold,
         "cooldown": circuit.cooldown,
         "cooldown_max": circuit.cooldown_max,
@@ -232,17 +248,6 @@ def finish_batch(db: Database, batch: list[Finished], circuit: Circuit | None = 
         "error_messages": [cap_text(f.result.error_message) for f in batch],
         "latencies": [f.result.latency_ms for f in batch],
     }
-    with _single_statement(db) as cur:
-        # Prepared: planning these statements cost more than running them for a small
-        # batch, and keyed by ids their plan does not depend on the values.
-        rows = cur.prepared("finish_deliveries", params)
-    got = {row["delivery_id"]: row["status"] for row in rows}
-    statuses = [got.get(f.job.delivery_id) for f in batch]
-    transitions = (rows[0]["transitions"] if rows else None) or []
-    if any(s == "pending" and not f.retry_in for s, f in zip(statuses, batch, strict=True)):
-        with _single_statement(db) as cur:
-            cur.run("notify_deliveries")  # due at once: let any delivery process take it
-    return Recorded(statuses, transitions)
 
 
 def finish(db: Database, job: Job, result: Outcome, retry_in: float | None) -> str | None:

@@ -540,7 +540,7 @@ def test_a_prepared_claim_planned_on_empty_tables_still_reads_a_few_rows(gw, dat
                 cur.execute(prepare)
             cur.execute("SET plan_cache_mode = force_generic_plan")
             # The generic plan, made and cached now, as the claim makes it.
-            cur.execute(queue.CLAIM_PLANNER + "EXPLAIN " + statement.execute, args)
+            cur.execute(queue.PLAN_BY_KEY + "EXPLAIN " + statement.execute, args)
             # 30,000 due deliveries with a finished attempt each, 30,000 in flight (live
             # leases) with an open one.
             cur.execute(
@@ -571,7 +571,7 @@ def test_a_prepared_claim_planned_on_empty_tables_still_reads_a_few_rows(gw, dat
                 {"a": account, "d": dest},
             )
             cur.execute("BEGIN")
-            cur.execute(queue.CLAIM_PLANNER)
+            cur.execute(queue.PLAN_BY_KEY)
             cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement.execute, args)
             [[plan]] = cur.fetchall()
             cur.execute("ROLLBACK")
@@ -583,3 +583,95 @@ def test_a_prepared_claim_planned_on_empty_tables_still_reads_a_few_rows(gw, dat
     # or scanning delivery_attempts, reads thousands.
     assert buffers < 700, f"a prepared claim of 10 touched {buffers} buffers"
     assert len(queue.claim(database, 10, LEASE)) == 10
+
+
+def test_a_prepared_finish_planned_on_empty_tables_still_reads_a_few_rows(gw, database):
+    """As the claim above: the finish's generic plans, made while the tables were nearly
+    empty, must still look its rows up by key once the history is large (60,000 events
+    delivered; in flight, as always, only what the delivery processes hold: ten)."""
+    from gethookd.db import Prepared, connect
+
+    pipe = Pipeline(gw)
+    account, dest = pipe.account_id, pipe.destinations[0]
+    statement = Prepared("finish_deliveries", QUERIES["finish_deliveries"])
+    conn = connect(database.dsn, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            for prepare in statement.prepare:
+                cur.execute(prepare)
+            cur.execute("SET plan_cache_mode = force_generic_plan")
+            nothing = queue.finish_params([])
+            cur.execute("BEGIN")
+            cur.execute(queue.PLAN_BY_KEY + statement.execute, nothing)  # plans cached now
+            cur.execute("ROLLBACK")
+            cur.execute(
+                """
+                WITH ev AS (
+                    INSERT INTO events (account_id, direction, body, status)
+                    SELECT %(a)s, 'inbound', 'x', 'delivering' FROM generate_series(1, 60000)
+                    RETURNING id
+                ), d AS (
+                    INSERT INTO deliveries (event_id, destination_id, account_id,
+                                            max_attempts, status, attempt_count,
+                                            lease_token, lease_expires_at, next_attempt_at)
+                    SELECT id, %(d)s, %(a)s, 3,
+                           CASE WHEN n <= 10 THEN 'in_flight' ELSE 'succeeded' END, 1,
+                           CASE WHEN n <= 10 THEN gen_random_uuid() END,
+                           CASE WHEN n <= 10 THEN now() + interval '1 hour' END,
+                           now() - interval '1 minute'
+                    FROM (SELECT id, row_number() OVER () AS n FROM ev) s
+                    RETURNING id, event_id, status
+                )
+                INSERT INTO delivery_attempts (delivery_id, event_id, destination_id,
+                                               attempt_number, outcome, finished_at)
+                SELECT id, event_id, %(d)s, 1,
+                       CASE WHEN status = 'in_flight' THEN 'pending' ELSE 'success' END,
+                       CASE WHEN status = 'in_flight' THEN NULL ELSE now() END
+                FROM d
+                """,
+                {"a": account, "d": dest},
+            )
+            cur.execute(
+                "SELECT d.id, d.lease_token, a.id, d.event_id FROM deliveries d"
+                " JOIN delivery_attempts a ON a.delivery_id = d.id"
+                " WHERE d.status = 'in_flight'"
+            )
+            jobs = [
+                queue.Job(
+                    delivery_id,
+                    token,
+                    attempt,
+                    1,
+                    3,
+                    "exponential",
+                    event_id,
+                    account,
+                    None,
+                    "inbound",
+                    b"x",
+                    None,
+                    dest,
+                    "http://x",
+                    30,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+                for delivery_id, token, attempt, event_id in cur.fetchall()
+            ]
+            params = queue.finish_params([queue.Finished(job, OK, None) for job in jobs])
+            cur.execute("BEGIN")
+            cur.execute(queue.PLAN_BY_KEY)
+            buffers = 0
+            for handle in statement.handles:
+                [execute] = [e for e in statement.execute.split(";\n") if handle + "(" in e]
+                cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + execute, params)
+                [[plan]] = cur.fetchall()
+                plan = plan if isinstance(plan, list) else json.loads(plan)
+                buffers += plan[0]["Plan"]["Shared Hit Blocks"]
+                buffers += plan[0]["Plan"]["Shared Read Blocks"]
+            cur.execute("ROLLBACK")
+    finally:
+        conn.close()
+    assert buffers < 700, f"a prepared finish of 10 touched {buffers} buffers"
