@@ -48,8 +48,9 @@ WITH claimed AS (
     JOIN destinations dst ON dst.id = d.destination_id
     RETURNING event_id
 )
-SELECT ev.id, ev.status, (SELECT count(*) FROM dl WHERE dl.event_id = ev.id) AS deliveries
-FROM ev;
+SELECT ev.id, ev.status, COALESCE(n.deliveries, 0) AS deliveries
+FROM ev LEFT JOIN (SELECT event_id, count(*) AS deliveries FROM dl GROUP BY event_id) n
+    ON n.event_id = ev.id;
 
 -- name: dedup_holders
 -- Who holds the ids a batch could not take: the first event (what a duplicate answers).
