@@ -523,62 +523,92 @@ def test_a_claim_reads_a_few_rows_not_the_whole_backlog(gw, database):
     assert seed
 
 
-def test_a_prepared_claim_planned_on_empty_tables_still_reads_a_few_rows(gw, database):
-    """The claim runs prepared; its generic plan, made while the tables were nearly empty,
-    is kept (until REPREPARE_AFTER) while they grow. It must still walk the due index and
-    leave delivery_attempts alone when no lease expired."""
+def _grow(cur, account, dest, status: str) -> None:
+    """60,000 events with a delivery each, whose status is the SQL expression `status` of
+    its number n (a literal % written %%), and an attempt each: open while its delivery is
+    in flight (with a live
+    lease), else finished."""
+    cur.execute(
+        f"""
+        WITH ev AS (
+            INSERT INTO events (account_id, direction, body, status)
+            SELECT %(a)s, 'inbound', 'x', 'delivering' FROM generate_series(1, 60000)
+            RETURNING id
+        ), d AS (
+            INSERT INTO deliveries (event_id, destination_id, account_id, max_attempts,
+                                    status, attempt_count, lease_token, lease_expires_at,
+                                    next_attempt_at)
+            SELECT id, %(d)s, %(a)s, 3, status, 1,
+                   CASE WHEN status = 'in_flight' THEN gen_random_uuid() END,
+                   CASE WHEN status = 'in_flight' THEN now() + interval '1 hour' END,
+                   now() - make_interval(secs => n)
+            FROM (SELECT id, n, {status} AS status
+                  FROM (SELECT id, row_number() OVER () AS n FROM ev) numbered) s
+            RETURNING id, event_id, status
+        )
+        INSERT INTO delivery_attempts (delivery_id, event_id, destination_id, attempt_number,
+                                       outcome, finished_at)
+        SELECT id, event_id, %(d)s, 1,
+               CASE WHEN status = 'in_flight' THEN 'pending' ELSE 'http_5xx' END,
+               CASE WHEN status = 'in_flight' THEN NULL ELSE now() END
+        FROM d
+        """,
+        {"a": account, "d": dest},
+    )
+
+
+def _buffers_after_growth(database, name: str, planned_with: dict, grow, run_with) -> int:
+    """Shared buffers one run of the prepared statement `name` touches (rolled back after),
+    its generic plans made and cached on the tables as they are, before grow(cursor) adds
+    to them; run_with(cursor) gives the run's parameters. As the queue runs it: PLAN_BY_KEY
+    first, in the same transaction."""
     from gethookd.db import Prepared, connect
 
-    pipe = Pipeline(gw)
-    account, dest = pipe.account_id, pipe.destinations[0]
-    statement = Prepared("claim_deliveries", QUERIES["claim_deliveries"])
-    args = queue.claim_params(10, LEASE)
+    statement = Prepared(name, QUERIES[name])
+    executes = statement.execute.split(";\n")
     conn = connect(database.dsn, autocommit=True)
     try:
         with conn.cursor() as cur:
             for prepare in statement.prepare:
                 cur.execute(prepare)
             cur.execute("SET plan_cache_mode = force_generic_plan")
-            # The generic plan, made and cached now, as the claim makes it.
-            cur.execute(queue.PLAN_BY_KEY + "EXPLAIN " + statement.execute, args)
-            # 30,000 due deliveries with a finished attempt each, 30,000 in flight (live
-            # leases) with an open one.
-            cur.execute(
-                """
-                WITH ev AS (
-                    INSERT INTO events (account_id, direction, body, status)
-                    SELECT %(a)s, 'inbound', 'x', 'queued' FROM generate_series(1, 60000)
-                    RETURNING id
-                ), d AS (
-                    INSERT INTO deliveries (event_id, destination_id, account_id,
-                                            max_attempts, status, attempt_count,
-                                            lease_token, lease_expires_at, next_attempt_at)
-                    SELECT id, %(d)s, %(a)s, 3,
-                           CASE WHEN n %% 2 = 0 THEN 'pending' ELSE 'in_flight' END, 1,
-                           CASE WHEN n %% 2 = 0 THEN NULL ELSE gen_random_uuid() END,
-                           CASE WHEN n %% 2 = 0 THEN NULL ELSE now() + interval '1 hour' END,
-                           now() - make_interval(secs => n)
-                    FROM (SELECT id, row_number() OVER () AS n FROM ev) s
-                    RETURNING id, event_id, status
-                )
-                INSERT INTO delivery_attempts (delivery_id, event_id, destination_id,
-                                               attempt_number, outcome, finished_at)
-                SELECT id, event_id, %(d)s, 1,
-                       CASE WHEN status = 'pending' THEN 'http_5xx' ELSE 'pending' END,
-                       CASE WHEN status = 'pending' THEN now() END
-                FROM d
-                """,
-                {"a": account, "d": dest},
-            )
+            for execute in executes:  # EXPLAIN alone makes the generic plan and keeps it
+                cur.execute(queue.PLAN_BY_KEY + "EXPLAIN " + execute, planned_with)
+            grow(cur)
+            params = run_with(cur)
             cur.execute("BEGIN")
             cur.execute(queue.PLAN_BY_KEY)
-            cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement.execute, args)
-            [[plan]] = cur.fetchall()
+            buffers = 0
+            for execute in executes:
+                cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + execute, params)
+                [[plan]] = cur.fetchall()
+                top = (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]
+                buffers += top["Shared Hit Blocks"] + top["Shared Read Blocks"]
             cur.execute("ROLLBACK")
     finally:
         conn.close()
-    plan = plan if isinstance(plan, list) else json.loads(plan)
-    buffers = plan[0]["Plan"]["Shared Hit Blocks"] + plan[0]["Plan"]["Shared Read Blocks"]
+    return buffers
+
+
+def test_a_prepared_claim_planned_on_empty_tables_still_reads_a_few_rows(gw, database):
+    """The claim runs prepared; its generic plan, made while the tables were nearly empty,
+    is kept (until REPREPARE_AFTER) while they grow. It must still walk the due index and
+    leave delivery_attempts alone when no lease expired."""
+    pipe = Pipeline(gw)
+    args = queue.claim_params(10, LEASE)
+    buffers = _buffers_after_growth(
+        database,
+        "claim_deliveries",
+        args,
+        # 30,000 due (each attempt finished), 30,000 in flight with live leases.
+        lambda cur: _grow(
+            cur,
+            pipe.account_id,
+            pipe.destinations[0],
+            "CASE WHEN n %% 2 = 0 THEN 'pending' ELSE 'in_flight' END",
+        ),
+        lambda cur: args,
+    )
     # As planned per call (test above): about 350 buffers for ten. Sorting every due row,
     # or scanning delivery_attempts, reads thousands.
     assert buffers < 700, f"a prepared claim of 10 touched {buffers} buffers"
@@ -589,89 +619,48 @@ def test_a_prepared_finish_planned_on_empty_tables_still_reads_a_few_rows(gw, da
     """As the claim above: the finish's generic plans, made while the tables were nearly
     empty, must still look its rows up by key once the history is large (60,000 events
     delivered; in flight, as always, only what the delivery processes hold: ten)."""
-    from gethookd.db import Prepared, connect
-
     pipe = Pipeline(gw)
     account, dest = pipe.account_id, pipe.destinations[0]
-    statement = Prepared("finish_deliveries", QUERIES["finish_deliveries"])
-    conn = connect(database.dsn, autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            for prepare in statement.prepare:
-                cur.execute(prepare)
-            cur.execute("SET plan_cache_mode = force_generic_plan")
-            nothing = queue.finish_params([])
-            cur.execute("BEGIN")
-            cur.execute(queue.PLAN_BY_KEY + statement.execute, nothing)  # plans cached now
-            cur.execute("ROLLBACK")
-            cur.execute(
-                """
-                WITH ev AS (
-                    INSERT INTO events (account_id, direction, body, status)
-                    SELECT %(a)s, 'inbound', 'x', 'delivering' FROM generate_series(1, 60000)
-                    RETURNING id
-                ), d AS (
-                    INSERT INTO deliveries (event_id, destination_id, account_id,
-                                            max_attempts, status, attempt_count,
-                                            lease_token, lease_expires_at, next_attempt_at)
-                    SELECT id, %(d)s, %(a)s, 3,
-                           CASE WHEN n <= 10 THEN 'in_flight' ELSE 'succeeded' END, 1,
-                           CASE WHEN n <= 10 THEN gen_random_uuid() END,
-                           CASE WHEN n <= 10 THEN now() + interval '1 hour' END,
-                           now() - interval '1 minute'
-                    FROM (SELECT id, row_number() OVER () AS n FROM ev) s
-                    RETURNING id, event_id, status
-                )
-                INSERT INTO delivery_attempts (delivery_id, event_id, destination_id,
-                                               attempt_number, outcome, finished_at)
-                SELECT id, event_id, %(d)s, 1,
-                       CASE WHEN status = 'in_flight' THEN 'pending' ELSE 'success' END,
-                       CASE WHEN status = 'in_flight' THEN NULL ELSE now() END
-                FROM d
-                """,
-                {"a": account, "d": dest},
+
+    def in_flight(cur) -> dict:
+        cur.execute(
+            "SELECT d.id, d.lease_token, a.id, d.event_id FROM deliveries d"
+            " JOIN delivery_attempts a ON a.delivery_id = d.id WHERE d.status = 'in_flight'"
+        )
+        jobs = [
+            queue.Job(
+                delivery_id=delivery_id,
+                lease_token=token,
+                attempt_id=attempt,
+                attempt_number=1,
+                max_attempts=3,
+                backoff="exponential",
+                event_id=event_id,
+                account_id=account,
+                event_type=None,
+                direction="inbound",
+                body=b"x",
+                content_type=None,
+                destination_id=dest,
+                url="http://x",
+                timeout_seconds=30,
+                signing_secret_enc=None,
+                previous_signing_secret_enc=None,
+                auth_config_enc=None,
+                custom_headers=None,
             )
-            cur.execute(
-                "SELECT d.id, d.lease_token, a.id, d.event_id FROM deliveries d"
-                " JOIN delivery_attempts a ON a.delivery_id = d.id"
-                " WHERE d.status = 'in_flight'"
-            )
-            jobs = [
-                queue.Job(
-                    delivery_id,
-                    token,
-                    attempt,
-                    1,
-                    3,
-                    "exponential",
-                    event_id,
-                    account,
-                    None,
-                    "inbound",
-                    b"x",
-                    None,
-                    dest,
-                    "http://x",
-                    30,
-                    None,
-                    None,
-                    None,
-                    None,
-                )
-                for delivery_id, token, attempt, event_id in cur.fetchall()
-            ]
-            params = queue.finish_params([queue.Finished(job, OK, None) for job in jobs])
-            cur.execute("BEGIN")
-            cur.execute(queue.PLAN_BY_KEY)
-            buffers = 0
-            for handle in statement.handles:
-                [execute] = [e for e in statement.execute.split(";\n") if handle + "(" in e]
-                cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + execute, params)
-                [[plan]] = cur.fetchall()
-                plan = plan if isinstance(plan, list) else json.loads(plan)
-                buffers += plan[0]["Plan"]["Shared Hit Blocks"]
-                buffers += plan[0]["Plan"]["Shared Read Blocks"]
-            cur.execute("ROLLBACK")
-    finally:
-        conn.close()
+            for delivery_id, token, attempt, event_id in cur.fetchall()
+        ]
+        assert len(jobs) == 10
+        return queue.finish_params([queue.Finished(job, OK, None) for job in jobs])
+
+    buffers = _buffers_after_growth(
+        database,
+        "finish_deliveries",
+        queue.finish_params([]),
+        lambda cur: _grow(
+            cur, account, dest, "CASE WHEN n <= 10 THEN 'in_flight' ELSE 'succeeded' END"
+        ),
+        in_flight,
+    )
     assert buffers < 700, f"a prepared finish of 10 touched {buffers} buffers"
