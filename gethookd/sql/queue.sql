@@ -92,15 +92,13 @@ WITH busy AS (
               d.max_attempts, d.backoff, picked.expired
 ), abandoned AS (
     -- Only a lease that expired leaves an attempt open (every other way out of in_flight
-    -- closes it), so the join runs only when the claim took one: a prepared plan made
-    -- while delivery_attempts was small scans it, and must not do so on every claim.
+    -- closes it): a claim of due rows looks up no attempt at all.
     UPDATE delivery_attempts a
     SET outcome = 'cancelled', finished_at = now(),
         error_message = 'the delivery process stopped before this attempt finished; '
                         'retried after its lease expired'
     FROM claimed c
-    WHERE (SELECT bool_or(expired) FROM claimed) AND c.expired
-      AND a.delivery_id = c.id AND a.outcome = 'pending'
+    WHERE c.expired AND a.delivery_id = c.id AND a.outcome = 'pending'
 ), attempts AS (
     INSERT INTO delivery_attempts (delivery_id, event_id, destination_id, attempt_number)
     SELECT c.id, c.event_id, c.destination_id, c.attempt_count FROM claimed c
