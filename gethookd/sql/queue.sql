@@ -64,10 +64,9 @@ WITH busy AS (
 ), picked AS (
     -- The events locked now; each row re-checked on its latest version (the candidate
     -- lock already waited for nobody, so this is the row as it is).
-    SELECT d.id, d.status = 'in_flight' AS expired
-    FROM deliveries d JOIN events e ON e.id = d.event_id
-    WHERE d.id IN (SELECT id FROM chosen)
-      AND ((d.status = 'pending' AND d.next_attempt_at <= now())
+    SELECT d.id, d.status = 'in_flight' AS expired, ch.ord
+    FROM deliveries d JOIN chosen ch ON ch.id = d.id JOIN events e ON e.id = d.event_id
+    WHERE ((d.status = 'pending' AND d.next_attempt_at <= now())
            OR (d.status = 'in_flight' AND d.lease_expires_at <= now()))
     FOR UPDATE OF d, e SKIP LOCKED
 ), parked AS (
@@ -89,7 +88,8 @@ WITH busy AS (
         updated_at = now()
     FROM picked WHERE d.id = picked.id
     RETURNING d.id, d.event_id, d.destination_id, d.lease_token, d.attempt_count,
-              d.max_attempts, d.backoff, picked.expired
+              d.max_attempts, d.backoff, picked.expired, picked.ord,
+              gen_random_uuid() AS attempt_id  -- chosen here: jobs needs no join to attempts
 ), abandoned AS (
     -- Only a lease that expired leaves an attempt open (every other way out of in_flight
     -- closes it): a claim of due rows looks up no attempt at all.
@@ -100,9 +100,8 @@ WITH busy AS (
     FROM claimed c
     WHERE c.expired AND a.delivery_id = c.id AND a.outcome = 'pending'
 ), attempts AS (
-    INSERT INTO delivery_attempts (delivery_id, event_id, destination_id, attempt_number)
-    SELECT c.id, c.event_id, c.destination_id, c.attempt_count FROM claimed c
-    RETURNING id, delivery_id
+    INSERT INTO delivery_attempts (id, delivery_id, event_id, destination_id, attempt_number)
+    SELECT c.attempt_id, c.id, c.event_id, c.destination_id, c.attempt_count FROM claimed c
 ), delivering AS (
     -- attempts_count is the sum of the deliveries' attempt_count, as finish_deliveries
     -- computes it; the claim adds the attempts it opens.
@@ -113,15 +112,13 @@ WITH busy AS (
     WHERE e.id = n.event_id
 ), jobs AS (
     SELECT c.id AS delivery_id, c.lease_token, c.attempt_count AS attempt_number,
-           c.max_attempts, c.backoff, a.id AS attempt_id,
+           c.max_attempts, c.backoff, c.attempt_id,
            e.id AS event_id, e.account_id, e.event_type, e.direction, e.body, e.content_type,
            d.id AS destination_id, d.url, d.timeout_seconds, d.signing_secret_enc,
            CASE WHEN d.previous_secret_expires_at > now() THEN d.previous_signing_secret_enc
            END AS previous_signing_secret_enc,
-           d.auth_config_enc, d.custom_headers, ch.ord
+           d.auth_config_enc, d.custom_headers, c.ord
     FROM claimed c
-    JOIN chosen ch ON ch.id = c.id
-    JOIN attempts a ON a.delivery_id = c.id
     JOIN events e ON e.id = c.event_id
     JOIN destinations d ON d.id = c.destination_id
 )
