@@ -108,6 +108,27 @@ def test_a_claim_carries_what_sending_needs(gw, database):
     assert queue.claim(database, 10, LEASE) == []  # leased: nobody else gets it
 
 
+def test_events_deliveries_and_attempts_get_time_ordered_ids(gw, database):
+    """Version 7 ids (migrations/0011), their time prefix the moment each row was made:
+    rows made together share index pages."""
+    pipe = Pipeline(gw, destinations=2)
+    before_ms = time.time_ns() // 1_000_000
+    first = pipe.ingest(3)
+    time.sleep(0.01)
+    later = pipe.ingest(1)
+    jobs = queue.claim(database, 10, LEASE)
+    after_ms = time.time_ns() // 1_000_000
+    assert len(jobs) == 8
+    rows = sql(database, "SELECT id, event_id FROM deliveries")
+    ids = [*first, *later, *(r["id"] for r in rows), *(j.attempt_id for j in jobs)]
+    for made in ids:
+        assert made.version == 7 and made.variant == uuid.RFC_4122, made
+        assert before_ms - 5 <= made.int >> 80 <= after_ms + 5, made  # ms since the epoch
+    assert max(first) < later[0]  # a later event sorts after
+    for job in jobs:
+        assert job.delivery_id.int >> 80 >= job.event_id.int >> 80  # made with its event
+
+
 def test_claim_respects_its_limit(gw, database):
     Pipeline(gw).ingest(5)
     assert len(queue.claim(database, 2, LEASE)) == 2

@@ -13,7 +13,6 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import random
 import threading
 import uuid
@@ -24,6 +23,7 @@ import psycopg2
 
 from gethookd import db
 from gethookd.db import QUERIES, connect
+from gethookd.ids import uuid7s
 
 log = logging.getLogger("gethookd.committer")
 
@@ -56,7 +56,8 @@ class Pending:
     check_source: bool = False
     # The provider's own delivery id: stored only if new for its source within the window.
     dedup_key: str | None = None
-    # Chosen when the batch is written (one os.urandom call per batch, not one per event).
+    # Chosen when the batch is written: time-ordered (gethookd.ids), one clock read and one
+    # os.urandom call per batch.
     id: uuid.UUID | None = None
     # Filled in by the committer: the stored row (None: the source is gone) or the error.
     result: dict | None = None
@@ -74,10 +75,10 @@ def store_params(items: list[Pending]) -> dict[str, str]:
     events: list[dict] = []
     deliveries: list[dict] = []
     keys: list[dict] = []
-    fresh = os.urandom(16 * len(items))
-    for i, p in enumerate(items):
+    fresh = uuid7s(len(items))
+    for p, new_id in zip(items, fresh, strict=True):
         if p.id is None:
-            p.id = uuid.UUID(bytes=fresh[16 * i : 16 * i + 16], version=4)
+            p.id = new_id
         event_id = str(p.id)
         events.append(
             {

@@ -89,7 +89,7 @@ WITH busy AS (
     FROM picked WHERE d.id = picked.id
     RETURNING d.id, d.event_id, d.destination_id, d.lease_token, d.attempt_count,
               d.max_attempts, d.backoff, picked.expired, picked.ord,
-              gen_random_uuid() AS attempt_id  -- chosen here: jobs needs no join to attempts
+              gethookd_uuid7() AS attempt_id  -- chosen here: jobs needs no join to attempts
 ), abandoned AS (
     -- Only a lease that expired leaves an attempt open (every other way out of in_flight
     -- closes it): a claim of due rows looks up no attempt at all.

@@ -1,0 +1,36 @@
+"""Time-ordered ids (gethookd.ids), as the group commit gives them to events."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from gethookd.ids import uuid7s
+
+
+def test_uuid7s_are_version_7_and_start_with_the_time():
+    before_ms = time.time_ns() // 1_000_000
+    ids = uuid7s(1000)
+    after_ms = time.time_ns() // 1_000_000
+    assert len(set(ids)) == 1000
+    for made in ids:
+        assert made.version == 7 and made.variant == uuid.RFC_4122
+        assert before_ms <= made.int >> 80 <= after_ms
+    assert uuid7s(0) == []
+
+
+def test_later_ids_sort_after_earlier_ones():
+    first = uuid7s(50)
+    time.sleep(0.002)
+    second = uuid7s(50)
+    assert max(first) < min(second)
+    assert max(first).bytes[:6] < min(second).bytes[:6]
+
+
+def test_the_random_part_varies():
+    """74 bits of os.urandom per id: no two in a batch share them, and ids are not
+    guessable from one another."""
+    ids = uuid7s(200)
+    tails = {made.int & ((1 << 62) - 1) for made in ids}
+    assert len(tails) == 200
+    assert len({made.bytes[6:] for made in ids}) == 200
