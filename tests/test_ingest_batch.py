@@ -252,3 +252,29 @@ def test_nul_in_a_webhooks_text_is_dropped_not_a_failed_batch(batching, database
     assert row["event_type"] == "order.paid"
     assert bytes(row["body"]) == body
     assert row["note"] == "a\\u0000b"
+
+
+def test_an_expired_entry_is_loaded_once_for_requests_that_miss_together(batching, database):
+    """When a source's entry expires under load, the requests that miss at once wait for
+    one load (one transaction), not one each; all of them are stored."""
+    gw = batching
+    _, source, _, _ = _pipeline(gw)
+    token = source["path_token"]
+    cache = gw.catalog_cache
+    loads = []
+    real_load = gw._ingest_source  # the real read, counted
+
+    def counted(tok):
+        loads.append(tok)
+        time.sleep(0.2)  # a slow read: every request below arrives while it runs
+        return real_load(tok)
+
+    gw._ingest_source = counted
+    wait_for(lambda: gw.ingest(token, b"{}", HEADERS) and token in cache._entries, 5)
+    loads.clear()
+    cache.clear()  # as an expiry or an invalidation leaves it
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda i: gw.ingest(token, b"{}", HEADERS), range(16)))
+    assert all(a["deliveries"] == 1 for a in answers)
+    assert len(loads) == 1, f"{len(loads)} loads for one expired entry"
+    assert len({a["id"] for a in answers}) == 16

@@ -27,6 +27,7 @@ log = logging.getLogger("gethookd.catalog_cache")
 TTL = 10.0
 MAX_ENTRIES = 10_000
 _RECONNECT_DELAY = 1.0
+LOAD_WAIT = 5.0  # longest wait for another request's load of the same key
 
 
 class CatalogCache:
@@ -34,6 +35,7 @@ class CatalogCache:
         self.dsn = dsn
         self.ttl = ttl
         self._entries: dict[str, tuple[float, Any]] = {}
+        self._loading: dict[str, threading.Event] = {}  # key -> set when its load is done
         self._lock = threading.Lock()
         self._generation = 0
         self._listening = False
@@ -44,20 +46,42 @@ class CatalogCache:
         self.invalidations = 0
 
     def get(self, key: str, load: Callable[[], Any]) -> Any:
-        """The cached value for key, or load() (stored if nothing changed meanwhile)."""
+        """The cached value for key, or load() (stored if nothing changed meanwhile).
+
+        One load per key at a time: when an entry expires under load, every request for
+        it would otherwise miss at once and each read the source and its routes (with 64
+        connections, dozens of transactions every TTL). The others wait for that one load
+        and take its value; if it was not stored (an invalidation came meanwhile, or the
+        load failed), one of them loads again.
+        """
         self._start()
-        now = time.monotonic()
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit is not None and hit[0] > now and self._listening:
-                return hit[1]
-            generation = self._generation
-        value = load()
-        with self._lock:
-            if self._listening and generation == self._generation:
-                if len(self._entries) >= MAX_ENTRIES:
-                    self._entries.clear()
-                self._entries[key] = (now + self.ttl, value)
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                hit = self._entries.get(key)
+                if hit is not None and hit[0] > now and self._listening:
+                    return hit[1]
+                generation = self._generation
+                loading = self._loading.get(key)
+                # Nothing is stored while the LISTEN connection is down: no one to wait for.
+                if loading is None or not self._listening:
+                    loading = self._loading[key] = threading.Event()
+                    break
+            if not loading.wait(LOAD_WAIT):
+                loading = threading.Event()  # that load is stuck: load too, unregistered
+                break
+        try:
+            value = load()
+            with self._lock:
+                if self._listening and generation == self._generation:
+                    if len(self._entries) >= MAX_ENTRIES:
+                        self._entries.clear()
+                    self._entries[key] = (now + self.ttl, value)
+        finally:
+            with self._lock:
+                if self._loading.get(key) is loading:
+                    del self._loading[key]
+            loading.set()
         return value
 
     def clear(self) -> None:
