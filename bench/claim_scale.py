@@ -15,8 +15,8 @@ scratch database on --database-url) and stops it. For each backlog size (10 thou
 Between cases the claimed rows are put back and the table vacuumed, so every case starts
 from the same queue. The figure that matters: the 1M-paused median against the 10k-active
 one (target: within 1.5x). The last line sets 1M paused against 10k paused: what the held
-rows cost apart from the size of the data (a million rows outgrow the embedded server's
-shared_buffers, paused or not).
+rows cost apart from the size of the data (which costs a claim more at a million rows,
+paused or not: see bench/RESULTS.md).
 
 To measure another checkout (e.g. the code before a change), put it first on the path:
     PYTHONPATH=/path/to/other/checkout python bench/claim_scale.py
@@ -253,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     for case in ("active", "paused"):
         ratio = figures[large][case]["median_ms"] / base
         print(f"{large:,} {case} / {small:,} active (median): {ratio:.2f}x")
-    # Paused against paused: what the held rows cost apart from the data's size (the large
-    # queue's tables outgrow shared_buffers whatever is paused; see RESULTS.md).
+    # Paused against paused: what the held rows cost apart from the data's size (a claim
+    # costs more in the large queue whatever is paused; see RESULTS.md).
     ratio = figures[large]["paused"]["median_ms"] / figures[small]["paused"]["median_ms"]
     print(f"{large:,} paused / {small:,} paused (median): {ratio:.2f}x")
     return 0
