@@ -579,10 +579,17 @@ def _grow(cur, account, dest, status: str) -> None:
 
 
 def _buffers_after_growth(database, name: str, planned_with: dict, grow, run_with) -> int:
-    """Shared buffers one run of the prepared statement `name` touches (rolled back after),
-    its generic plans made and cached on the tables as they are, before grow(cursor) adds
-    to them; run_with(cursor) gives the run's parameters. As the queue runs it: PLAN_BY_KEY
-    first, in the same transaction."""
+    """Shared buffers one run of the prepared statement `name` touches (see
+    _plans_after_growth)."""
+    plans = _plans_after_growth(database, name, planned_with, grow, run_with)
+    return sum(top["Shared Hit Blocks"] + top["Shared Read Blocks"] for top in plans)
+
+
+def _plans_after_growth(database, name: str, planned_with: dict, grow, run_with) -> list:
+    """The executed plans (EXPLAIN ANALYZE, JSON, one per statement) of one run of the
+    prepared statement `name` (rolled back after), its generic plans made and cached on
+    the tables as they are, before grow(cursor) adds to them; run_with(cursor) gives the
+    run's parameters. As the queue runs it: PLAN_BY_KEY first, in the same transaction."""
     from gethookd.db import Prepared, connect
 
     statement = Prepared(name, QUERIES[name])
@@ -599,16 +606,21 @@ def _buffers_after_growth(database, name: str, planned_with: dict, grow, run_wit
             params = run_with(cur)
             cur.execute("BEGIN")
             cur.execute(queue.PLAN_BY_KEY)
-            buffers = 0
+            plans = []
             for execute in executes:
                 cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + execute, params)
                 [[plan]] = cur.fetchall()
-                top = (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]
-                buffers += top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+                plans.append((plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"])
             cur.execute("ROLLBACK")
     finally:
         conn.close()
-    return buffers
+    return plans
+
+
+def _nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _nodes(child)
 
 
 def test_a_prepared_claim_planned_on_empty_tables_still_reads_a_few_rows(gw, database):
@@ -634,6 +646,49 @@ def test_a_prepared_claim_planned_on_empty_tables_still_reads_a_few_rows(gw, dat
     # or scanning delivery_attempts, reads thousands.
     assert buffers < 700, f"a prepared claim of 10 touched {buffers} buffers"
     assert len(queue.claim(database, 10, LEASE)) == 10
+
+
+def test_a_prepared_finish_looks_each_row_up_once_with_many_in_flight(gw, database):
+    """Planned on statistics taken while nothing was in flight (a backlog just queued and
+    analyzed), a finish of 200 with 600 in flight (two busy delivery processes) must look
+    each row up by key, not read every leased row and match it against the whole batch
+    (600 x 200: 300 ms a finish in bench/delivery.py case c)."""
+    from gethookd.db import Prepared, connect
+
+    pipe = Pipeline(gw)
+    account, dest = pipe.account_id, pipe.destinations[0]
+    conn = connect(database.dsn, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            _grow(cur, account, dest, "'pending'")
+            cur.execute("ANALYZE deliveries")
+        jobs = [job for _ in range(3) for job in queue.claim(database, 200, LEASE)]
+        assert len(jobs) == 600
+        params = queue.finish_params([queue.Finished(job, OK, None) for job in jobs[:200]])
+        statement = Prepared("finish_deliveries", QUERIES["finish_deliveries"])
+        executes = statement.execute.split(";\n")
+        with conn.cursor() as cur:
+            for prepare in statement.prepare:
+                cur.execute(prepare)
+            cur.execute("BEGIN")
+            cur.execute(queue.PLAN_BY_KEY + "SET LOCAL plan_cache_mode = force_generic_plan")
+            for execute in executes[:-1]:
+                cur.execute(execute, params)
+            cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + executes[-1], params)
+            [[plan]] = cur.fetchall()
+            cur.execute("ROLLBACK")
+    finally:
+        conn.close()
+    top = (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]
+    assert top["Actual Rows"] == 200  # every delivery of the batch recorded
+    scans = [
+        node
+        for node in _nodes(top)
+        if node["Node Type"] == "CTE Scan" and node.get("CTE Name") in ("input", "fenced")
+    ]
+    assert scans
+    rescanned = [(n["CTE Name"], n["Actual Loops"]) for n in scans if n["Actual Loops"] > 1]
+    assert not rescanned, f"the batch was scanned once per other row: {rescanned}"
 
 
 def test_a_prepared_finish_planned_on_empty_tables_still_reads_a_few_rows(gw, database):
