@@ -178,6 +178,30 @@ def test_embedded_server_cache_is_sized_once_and_kept(data_dir, caplog):
     assert "shared_buffers = '98304kB'" in auto
 
 
+def test_a_cache_the_machine_cannot_give_falls_back_to_the_default(data_dir, caplog):
+    """Asked for more than the machine has, or left with a setting that no longer fits
+    (less memory than when it was written), the embedded server still starts."""
+    too_large = 4 * 1024**3  # 4TB, in kB: within PostgreSQL's range, beyond this machine
+    with caplog.at_level(logging.WARNING, "gethookd.embedded"):
+        server = EmbeddedPostgres(str(data_dir), too_large)
+        try:
+            assert _shared_buffers(server.start()) == "128MB"
+        finally:
+            server.stop()
+        assert "set EMBEDDED_SHARED_BUFFERS lower" in caplog.text
+        assert "not the 4194304MB asked for" in caplog.text
+        auto = data_dir / "pgdata" / "postgresql.auto.conf"
+        assert "shared_buffers" not in auto.read_text()
+        auto.write_text(auto.read_text() + "shared_buffers = '4TB'\n")  # written while down
+        caplog.clear()
+        server = EmbeddedPostgres(str(data_dir), 64 * 1024)
+        try:
+            assert _shared_buffers(server.start()) == "64MB"
+        finally:
+            server.stop()
+        assert "set EMBEDDED_SHARED_BUFFERS lower" in caplog.text
+
+
 def test_automatic_cache_size_is_a_bounded_share_of_memory():
     size = auto_shared_buffers_kb()
     assert MIN_SHARED_BUFFERS_KB <= size <= MAX_SHARED_BUFFERS_KB

