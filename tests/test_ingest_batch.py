@@ -278,3 +278,34 @@ def test_an_expired_entry_is_loaded_once_for_requests_that_miss_together(batchin
     assert all(a["deliveries"] == 1 for a in answers)
     assert len(loads) == 1, f"{len(loads)} loads for one expired entry"
     assert len({a["id"] for a in answers}) == 16
+
+
+def test_requests_waiting_on_a_failed_load_fail_with_it_at_once(batching):
+    """The database goes away while an expired entry is loaded: the requests waiting for
+    that load get its error at once (a 503 each), not a load of their own in turn."""
+    gw = batching
+    _, source, _, _ = _pipeline(gw)
+    token = source["path_token"]
+    loads = []
+
+    def failing(tok):
+        loads.append(tok)
+        time.sleep(0.3)
+        raise psycopg2.OperationalError("connection to the database lost")
+
+    gw._ingest_source = failing
+    gw.catalog_cache.clear()
+    started = time.monotonic()
+
+    def one(_i):
+        try:
+            gw.ingest(token, b"{}", HEADERS)
+        except psycopg2.OperationalError as exc:
+            return str(exc)
+        return "stored"
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one, range(8)))
+    assert answers == ["connection to the database lost"] * 8
+    assert len(loads) == 1
+    assert time.monotonic() - started < 2

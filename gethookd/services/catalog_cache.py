@@ -30,12 +30,20 @@ _RECONNECT_DELAY = 1.0
 LOAD_WAIT = 5.0  # longest wait for another request's load of the same key
 
 
+class _Flight:
+    """One load of a key, which other requests for that key wait for."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
 class CatalogCache:
     def __init__(self, dsn: str, ttl: float = TTL) -> None:
         self.dsn = dsn
         self.ttl = ttl
         self._entries: dict[str, tuple[float, Any]] = {}
-        self._loading: dict[str, threading.Event] = {}  # key -> set when its load is done
+        self._loading: dict[str, _Flight] = {}  # key -> its load in progress
         self._lock = threading.Lock()
         self._generation = 0
         self._listening = False
@@ -50,9 +58,10 @@ class CatalogCache:
 
         One load per key at a time: when an entry expires under load, every request for
         it would otherwise miss at once and each read the source and its routes (with 64
-        connections, dozens of transactions every TTL). The others wait for that one load
-        and take its value; if it was not stored (an invalidation came meanwhile, or the
-        load failed), one of them loads again.
+        connections, dozens of transactions every TTL). The others wait for that one load:
+        they take its value from the cache, or its error (the database is down: they fail
+        together, at once); if the value was not stored (an invalidation came meanwhile),
+        one of them loads again.
         """
         self._start()
         while True:
@@ -62,16 +71,22 @@ class CatalogCache:
                 if hit is not None and hit[0] > now and self._listening:
                     return hit[1]
                 generation = self._generation
-                loading = self._loading.get(key)
+                flight = self._loading.get(key)
                 # Nothing is stored while the LISTEN connection is down: no one to wait for.
-                if loading is None or not self._listening:
-                    loading = self._loading[key] = threading.Event()
+                if flight is None or not self._listening:
+                    flight = self._loading[key] = _Flight()
                     break
-            if not loading.wait(LOAD_WAIT):
-                loading = threading.Event()  # that load is stuck: load too, unregistered
+            if not flight.done.wait(LOAD_WAIT):
+                flight = _Flight()  # that load is stuck: load too, unregistered
                 break
+            if flight.error is not None:
+                raise flight.error
         try:
             value = load()
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        else:
             with self._lock:
                 if self._listening and generation == self._generation:
                     if len(self._entries) >= MAX_ENTRIES:
@@ -79,9 +94,9 @@ class CatalogCache:
                     self._entries[key] = (now + self.ttl, value)
         finally:
             with self._lock:
-                if self._loading.get(key) is loading:
+                if self._loading.get(key) is flight:
                     del self._loading[key]
-            loading.set()
+            flight.done.set()
         return value
 
     def clear(self) -> None:
