@@ -653,37 +653,29 @@ def test_a_prepared_finish_looks_each_row_up_once_with_many_in_flight(gw, databa
     analyzed), a finish of 200 with 600 in flight (two busy delivery processes) must look
     each row up by key, not read every leased row and match it against the whole batch
     (600 x 200: 300 ms a finish in bench/delivery.py case c)."""
-    from gethookd.db import Prepared, connect
-
     pipe = Pipeline(gw)
     account, dest = pipe.account_id, pipe.destinations[0]
-    conn = connect(database.dsn, autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            _grow(cur, account, dest, "'pending'")
-            cur.execute("ANALYZE deliveries")
-        jobs = [job for _ in range(3) for job in queue.claim(database, 200, LEASE)]
-        assert len(jobs) == 600
-        params = queue.finish_params([queue.Finished(job, OK, None) for job in jobs[:200]])
-        statement = Prepared("finish_deliveries", QUERIES["finish_deliveries"])
-        executes = statement.execute.split(";\n")
-        with conn.cursor() as cur:
-            for prepare in statement.prepare:
-                cur.execute(prepare)
-            cur.execute("BEGIN")
-            cur.execute(queue.PLAN_BY_KEY + "SET LOCAL plan_cache_mode = force_generic_plan")
-            for execute in executes[:-1]:
-                cur.execute(execute, params)
-            cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + executes[-1], params)
-            [[plan]] = cur.fetchall()
-            cur.execute("ROLLBACK")
-    finally:
-        conn.close()
-    top = (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]
-    assert top["Actual Rows"] == 200  # every delivery of the batch recorded
+    with database.transaction() as cur:
+        _grow(cur.raw, account, dest, "'pending'")
+    sql(database, "ANALYZE deliveries")
+    jobs: list = []
+
+    def claim_600(_cur) -> None:
+        jobs.extend(job for _ in range(3) for job in queue.claim(database, 200, LEASE))
+
+    plans = _plans_after_growth(
+        database,
+        "finish_deliveries",
+        queue.finish_params([]),
+        claim_600,
+        lambda _cur: queue.finish_params([queue.Finished(job, OK, None) for job in jobs[:200]]),
+    )
+    assert len(jobs) == 600
+    assert plans[-1]["Actual Rows"] == 200  # the last statement: every delivery recorded
     scans = [
         node
-        for node in _nodes(top)
+        for plan in plans
+        for node in _nodes(plan)
         if node["Node Type"] == "CTE Scan" and node.get("CTE Name") in ("input", "fenced")
     ]
     assert scans
