@@ -129,6 +129,33 @@ def test_events_deliveries_and_attempts_get_time_ordered_ids(gw, database):
         assert job.delivery_id.int >> 80 >= job.event_id.int >> 80  # made with its event
 
 
+def test_attempts_go_with_their_delivery_when_a_destination_or_an_event_goes(gw, database):
+    """An attempt has no foreign key of its own to its event or destination, nor a delivery
+    to its account (migrations/0012): each goes by the cascade through its delivery."""
+    pipe = Pipeline(gw, destinations=2)
+    first, second = pipe.ingest(2)
+    jobs = queue.claim(database, 10, LEASE)
+    assert len(jobs) == 4
+    queue.finish_batch(database, [queue.Finished(j, FAIL, 30.0) for j in jobs[:2]])
+    gone, kept = pipe.destinations
+
+    def count(table: str, column: str, value) -> int:
+        [row] = sql(database, f"SELECT count(*) AS n FROM {table} WHERE {column} = %s", (value,))
+        return row["n"]
+
+    gw.delete_destination(pipe.account_id, gone)
+    assert count("deliveries", "destination_id", gone) == 0
+    assert count("delivery_attempts", "destination_id", gone) == 0
+    assert count("deliveries", "destination_id", kept) == 2
+    assert count("delivery_attempts", "destination_id", kept) == 2
+
+    sql(database, "DELETE FROM events WHERE id = %s", (first,))
+    assert count("deliveries", "event_id", first) == 0
+    assert count("delivery_attempts", "event_id", first) == 0
+    assert count("delivery_attempts", "event_id", second) == 1
+    assert count("deliveries", "event_id", second) == 1
+
+
 def test_claim_respects_its_limit(gw, database):
     Pipeline(gw).ingest(5)
     assert len(queue.claim(database, 2, LEASE)) == 2
