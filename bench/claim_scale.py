@@ -8,7 +8,9 @@ scratch database on --database-url) and stops it. For each backlog size (10 thou
   - "active": every destination active; N claims of 50 (queue.claim, as a delivery process
     calls it), timed one by one: median and p95;
   - "paused": the destination holding all but 5,000 of them (and the oldest) is paused
-    through the real PATCH path (Gateway.update_destination; timed too), then N claims;
+    through the real PATCH path (Gateway.update_destination; timed too), its pending
+    deliveries held the way the delivery processes do it in the background, to the end
+    (timed, with its longest step), then N claims;
   - "resumed": it is resumed (PATCH, timed), and its held deliveries released the way the
     delivery processes do it in the background, to the end (timed, with its longest step).
 
@@ -134,11 +136,11 @@ class Bench:
             started = time.monotonic()
             gw.update_destination(account, big, {"active": False})
             pause_s = time.monotonic() - started
+            hold = self.background(lambda: self.hold_step(database))
             first = self.timed_claim(database)  # before any vacuum: dead index entries
             self.reset(database)
             results["paused"] = self.claims(database)
-            results["paused"]["pause_s"] = pause_s
-            results["paused"]["first_ms"] = first
+            results["paused"].update(pause_s=pause_s, first_ms=first, hold=hold)
             results["resumed"] = self.resume(gw, database, account, big)
             return results
         finally:
@@ -146,28 +148,43 @@ class Bench:
 
     def resume(self, gw, database, account, big) -> dict:
         """PATCH active=true, then the delivery processes' background release run to the
-        end (queue.release_held, as each process calls it): how long each took, and the
-        longest chunk (how long a change to that destination may wait for the release)."""
+        end (queue.release_held, as each process calls it)."""
         from gethookd import queue
 
         started = time.monotonic()
         gw.update_destination(account, big, {"active": True})
         resume_s = time.monotonic() - started
+        return {"resume_s": resume_s, **self.background(lambda: queue.release_held(database))}
+
+    @staticmethod
+    def hold_step(database):
+        """One step of the background hold after a pause (since migration 0013; before it,
+        the PATCH held everything and there is no step: None)."""
+        from gethookd import queue
+
+        return queue.hold_waiting(database) if hasattr(queue, "hold_waiting") else None
+
+    @staticmethod
+    def background(step) -> dict:
+        """A background step (release or hold) run to the end, as each delivery process
+        runs it: how long, how many deliveries it moved, in how many statements, and the
+        longest one (how long a change to that destination may wait for it)."""
         started = time.monotonic()
-        released, chunks = 0, []
+        moved, chunks = 0, []
         while True:
             at = time.perf_counter()
-            step = queue.release_held(database)
+            done = step()
+            if done is None:
+                break
             chunks.append((time.perf_counter() - at) * 1000)
-            released += step.total
-            if not step.more:
+            moved += done.total
+            if not done.more:
                 break
         return {
-            "resume_s": resume_s,
-            "release_s": time.monotonic() - started,
-            "released": released,
+            "seconds": time.monotonic() - started,
+            "moved": moved,
             "chunks": len(chunks),
-            "chunk_max_ms": max(chunks),
+            "chunk_max_ms": max(chunks, default=0.0),
         }
 
     def vacuum(self, database) -> None:
@@ -234,8 +251,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             note = ""
             if case == "paused":
+                h = f["hold"]
                 note = (
-                    f"{n - ACTIVE_ROWS:,} paused; PATCH active=false took {f['pause_s']:.2f}s; "
+                    f"{n - ACTIVE_ROWS:,} paused; PATCH active=false took {f['pause_s']:.2f}s, "
+                    f"the background hold {h['seconds']:.2f}s ({h['moved']:,} held in "
+                    f"{h['chunks']} statements, the longest {h['chunk_max_ms']:.0f} ms); "
                     f"first claim after it {f['first_ms']:.1f} ms"
                 )
             print(f"{n:>10,} {case:<8} {f['median_ms']:>10.2f} {f['p95_ms']:>8.2f}  {note}")
@@ -244,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         r = cases["resumed"]
         print(
             f"{n:>10,} resumed: PATCH active=true took {r['resume_s']:.2f}s; the background "
-            f"release made {r['released']:,} held deliveries pending in {r['release_s']:.2f}s "
+            f"release made {r['moved']:,} held deliveries pending in {r['seconds']:.2f}s "
             f"({r['chunks']} statements, the longest {r['chunk_max_ms']:.0f} ms)"
         )
     small, large = min(figures), max(figures)

@@ -274,25 +274,27 @@ def resume_destination(cur: Cursor) -> None:
     cur.run("notify_release")
 
 
-def hold_destination(cur: Cursor, destination_id: Any) -> int:
-    """In the transaction that made a destination stop accepting deliveries: move its
-    waiting deliveries out of the claim's path ('held'). How many."""
-    cur.run("hold_destination_deliveries", {"destination_id": destination_id})
-    return cur.raw.rowcount
+def hold_destination(cur: Cursor, destination_id: Any) -> None:
+    """In the transaction that made a destination stop accepting deliveries (paused): flag
+    it, and wake the delivery processes, which move its waiting deliveries out of the
+    claim's path ('held') in the background."""
+    cur.run("flag_destination_hold", {"destination_id": destination_id})
+    cur.run("notify_release")
 
 
-# Held deliveries released per destination per statement, destinations looked at per
-# statement, and how long a destination stays flagged after it accepts again (see
-# release_held_chunks in sql/queue.sql).
+# Deliveries moved per destination per statement, destinations looked at per statement,
+# and how long a destination stays flagged after it accepts again (see release_held_chunks
+# and hold_waiting_chunks in sql/queue.sql).
 RELEASE_CHUNK = 1000
 RELEASE_DESTINATIONS = 100
 RELEASE_GRACE = 30.0
 
 
 @dataclass(frozen=True)
-class Released:
-    """One step of the background release: how many held deliveries became pending, per
-    destination, and whether a destination has more (run the step again at once)."""
+class Moved:
+    """One step of the background release (or hold): how many deliveries were made pending
+    (or held), per destination, and whether a destination has more (run the step again at
+    once)."""
 
     counts: dict[Any, int]
     more: bool
@@ -307,7 +309,7 @@ def release_held(
     chunk: int = RELEASE_CHUNK,
     destinations: int = RELEASE_DESTINATIONS,
     grace: float = RELEASE_GRACE,
-) -> Released:
+) -> Moved:
     """Destinations that accept deliveries again get their held deliveries back in the
     claim's path, a chunk each per call; the delivery processes are woken if any was
     released. Safe in every process at once."""
@@ -316,9 +318,22 @@ def release_held(
         rows = cur.all("release_held_chunks", params)
         if rows and rows[0]["total"]:
             cur.run("notify_deliveries")
-    return Released(
-        {r["destination_id"]: r["released"] for r in rows if r["released"]},
-        any(r["more"] for r in rows),
+    return _moved(rows, "released")
+
+
+def hold_waiting(
+    db: Database, chunk: int = RELEASE_CHUNK, destinations: int = RELEASE_DESTINATIONS
+) -> Moved:
+    """Paused destinations get their waiting deliveries out of the claim's path, a chunk
+    each per call. Safe in every process at once."""
+    with _single_statement(db) as cur:
+        rows = cur.all("hold_waiting_chunks", {"chunk": chunk, "destinations": destinations})
+    return _moved(rows, "held")
+
+
+def _moved(rows: list[dict], column: str) -> Moved:
+    return Moved(
+        {r["destination_id"]: r[column] for r in rows if r[column]}, any(r["more"] for r in rows)
     )
 
 

@@ -42,8 +42,12 @@ class Setup:
         headers = {"Content-Type": "application/json"}
         return [self.gw.ingest(self.token, b'{"n":%d}' % i, headers)["id"] for i in range(n)]
 
-    def pause(self, index: int = 0) -> None:
+    def pause(self, index: int = 0, hold: bool = True) -> None:
+        """PATCH active=false; with `hold`, then the background hold run to its end, as the
+        delivery processes run it."""
         self.gw.update_destination(self.account, self.dests[index], {"active": False})
+        while hold and queue.hold_waiting(self.gw.db).more:
+            pass
 
     def resume(self, index: int = 0) -> None:
         self.gw.update_destination(self.account, self.dests[index], {"active": True})
@@ -137,7 +141,10 @@ def test_pause_holds_waiting_deliveries_and_resume_releases_them_in_order(gw, da
     setup = Setup(gw, destinations=2)
     ids = setup.ingest(3)
     before = {d["id"]: d["next_attempt_at"] for d in deliveries_of(database, ids)}
-    setup.pause(0)
+    setup.pause(0, hold=False)
+    # Held in the background (the delivery processes' step), not by the PATCH.
+    assert {d["status"] for d in deliveries_of(database, ids)} == {"pending"}
+    assert queue.hold_waiting(database).counts == {setup.dests[0]: 3}
     rows = deliveries_of(database, ids)
     held = [d for d in rows if d["destination_id"] == setup.dests[0]]
     assert {d["status"] for d in held} == {"held"} and len(held) == 3
@@ -196,6 +203,73 @@ def test_a_resume_releases_in_chunks_oldest_first_and_looks_again_for_its_grace(
     # After its grace, a step that finds nothing held clears the flag.
     assert queue.release_held(database, grace=0.0).counts == {}
     assert releasing_since(database, dest) is None
+
+
+def holding(database, dest_id):
+    [row] = sql(
+        database, "SELECT holding_since, holding_after FROM destinations WHERE id = %s", (dest_id,)
+    )
+    return row
+
+
+def test_a_pause_holds_in_chunks_oldest_first_and_the_claim_never_sends_meanwhile(gw, database):
+    setup = Setup(gw, destinations=2)
+    paused, active = setup.dests
+    ids = setup.ingest(25)
+    order = [d["id"] for d in deliveries_of(database, ids) if d["destination_id"] == paused]
+    setup.pause(0, hold=False)
+    assert holding(database, paused)["holding_since"] is not None
+    first = queue.hold_waiting(database, chunk=10)
+    assert (first.counts, first.more) == ({paused: 10}, True)
+    statuses = {d["id"]: d["status"] for d in deliveries_of(database, ids)}
+    assert [statuses[i] for i in order] == ["held"] * 10 + ["pending"] * 15  # oldest first
+    # Mid-hold, a claim sends none of the paused destination's deliveries: it parks them.
+    claimed = queue.claim_fair(database, 20, LEASE)
+    assert {j.destination_id for j in claimed.jobs} == {active}
+    assert claimed.parked == 15  # all it met (it reads up to 40 candidates)
+    sql(database, "UPDATE deliveries SET status = 'pending' WHERE id = ANY(%s)", (order[15:],))
+    # Ten of them pending again (as if the claim had not met them): the hold walks on from
+    # where its first chunk stopped and takes them.
+    steps = [queue.hold_waiting(database, chunk=10) for _ in range(2)]
+    assert [(r.counts, r.more) for r in steps] == [({paused: 10}, True), ({}, False)]
+    assert holding(database, paused) == {"holding_since": None, "holding_after": None}
+    statuses = {d["id"]: d["status"] for d in deliveries_of(database, ids)}
+    assert {statuses[i] for i in order} == {"held"}
+
+
+def test_a_resume_during_the_hold_ends_it_and_releases_what_it_held(gw, database):
+    setup = Setup(gw)
+    [dest] = setup.dests
+    ids = setup.ingest(25)
+    setup.pause(0, hold=False)
+    assert queue.hold_waiting(database, chunk=10).counts == {dest: 10}
+    setup.resume(0)
+    assert queue.hold_waiting(database, chunk=10).counts == {}  # it accepts: nothing more
+    assert holding(database, dest)["holding_since"] is None
+    assert queue.release_held(database).counts == {dest: 10}
+    assert {d["status"] for d in deliveries_of(database, ids)} == {"pending"}
+    assert len(queue.claim(database, 30, LEASE)) == 25
+
+
+def test_processes_holding_at_once_hold_each_delivery_once(gw, database):
+    setup = Setup(gw, destinations=2)
+    setup.ingest(300)
+    setup.pause(0, hold=False)
+    setup.pause(1, hold=False)
+
+    def hold_all(_) -> int:
+        total, idle = 0, 0
+        while idle < 3:  # another process may hold a destination for a chunk: look again
+            step = queue.hold_waiting(database, chunk=25)
+            total += step.total
+            idle = 0 if step.total else idle + 1
+        return total
+
+    with ThreadPoolExecutor(4) as pool:
+        totals = list(pool.map(hold_all, range(4)))
+    assert sum(totals) == 600
+    left = sql(database, "SELECT status, count(*) AS n FROM deliveries GROUP BY 1")
+    assert {r["status"]: r["n"] for r in left} == {"held": 600}
 
 
 def test_a_destination_paused_again_before_its_release_stays_held(gw, database):

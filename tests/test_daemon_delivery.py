@@ -171,3 +171,32 @@ def test_an_inactive_destination_is_paused_not_skipped(daemon_factory, sink):
     api.data("PATCH", f"/v1/destinations/{dest}", {"active": True})
     wait_for(lambda: sink.bodies() == [b"held"], what="delivery after reactivation")
     wait_for(lambda: _event(api, event_id)["event"]["status"] == "delivered", what="delivered")
+
+
+def test_a_delivery_process_holds_a_paused_destination_s_waiting_deliveries(
+    daemon_factory, gw, database
+):
+    """The PATCH only flags the destination; the delivery process's background step holds
+    its waiting deliveries, woken by the pause's NOTIFY, and says so in one line."""
+    account = gw.register("Acme", None, None)["account"]["id"]
+    source = gw.create_source(account, "provider")
+    dest = gw.create_destination(account, "later", "http://127.0.0.1:9/later")["id"]
+    gw.create_route(account, dest, source["id"])
+    for i in range(30):
+        gw.ingest(source["path_token"], b'{"n":%d}' % i, {"Content-Type": "application/json"})
+    with database.transaction() as cur:  # retries due in an hour: nothing is sent meanwhile
+        cur.raw.execute("UPDATE deliveries SET next_attempt_at = now() + interval '1 hour'")
+    daemon = daemon_factory(role="worker")
+
+    def statuses() -> dict:
+        with database.transaction() as cur:
+            cur.raw.execute("SELECT status, count(*) AS n FROM deliveries GROUP BY 1")
+            return {r["status"]: r["n"] for r in cur.raw.fetchall()}
+
+    gw.update_destination(account, dest, {"active": False})
+    wait_for(lambda: statuses() == {"held": 30}, timeout=10, what="the background hold")
+    wait_for(
+        lambda: f"destination {dest} is paused: 30 waiting deliveries held" in daemon.log(),
+        timeout=5,
+        what="the hold's log line",
+    )

@@ -166,33 +166,46 @@ class DeliveryWorker:
             log.info("released %d probe deliveries to destinations with an open circuit", released)
 
     def _release_loop(self) -> None:
-        """Destinations that accept deliveries again get their held deliveries back in the
-        claim's path, a chunk per destination per statement (queue.release_held): at once
-        when woken (a resume's NOTIFY, a circuit this process closed), else every
-        RELEASE_STEP; again at once while a destination has more. One line per destination
-        when its pass ends, and progress lines while a long one runs."""
+        """Destinations whose state changed get their waiting deliveries moved, a chunk per
+        destination per statement: held deliveries back in the claim's path when one
+        accepts deliveries again (queue.release_held), pending ones out of it when one is
+        paused (queue.hold_waiting). At once when woken (a resume's or a pause's NOTIFY, a
+        circuit this process closed), else every RELEASE_STEP; again at once while a
+        destination has more. One line per destination when its pass ends, and progress
+        lines while a long one runs."""
         while not self.stopping:
             self.release_wake.wait(timeout=RELEASE_STEP)
             self.release_wake.clear()
-            done: Counter = Counter()
+            released: Counter = Counter()
+            held: Counter = Counter()
             reported = time.monotonic()
             try:
                 while not self.stopping:
+                    hold = self._db_call(lambda: queue.hold_waiting(self.db))
+                    held.update(hold.counts)
                     step = self._db_call(lambda: queue.release_held(self.db))
-                    done.update(step.counts)
+                    released.update(step.counts)
                     if step.total:
                         self.wake.set()  # claim them
-                    if not step.more:
+                    if not step.more and not hold.more:
                         break
                     if time.monotonic() - reported >= RELEASE_REPORT:
                         reported = time.monotonic()
-                        log.info("releasing held deliveries: %d so far", sum(done.values()))
+                        log.info(
+                            "moving waiting deliveries: %d held, %d released so far",
+                            sum(held.values()),
+                            sum(released.values()),
+                        )
                     gevent.sleep(0)  # let the claims and sends run between chunks
             except psycopg2.Error as exc:
-                log.warning("releasing held deliveries failed (%s); trying again shortly", exc)
+                log.warning("moving waiting deliveries failed (%s); trying again shortly", exc)
             except Exception:  # the releaser must outlive any failure, as the flusher does
-                log.exception("releasing held deliveries failed; trying again shortly")
-            for destination_id, count in done.items():
+                log.exception("moving waiting deliveries failed; trying again shortly")
+            for destination_id, count in held.items():
+                log.info(
+                    "destination %s is paused: %d waiting deliveries held", destination_id, count
+                )
+            for destination_id, count in released.items():
                 log.info(
                     "destination %s accepts deliveries again: %d held deliveries released",
                     destination_id,

@@ -148,9 +148,10 @@ class Catalog(Service):
         with self.db.transaction() as cur:
             row = cur.one("update_destination", params)
             if row is not None and "active" in changes:
-                # Paused: its waiting deliveries leave the claim's path; resumed (which also
-                # re-enables a disabled destination and closes its circuit): the delivery
-                # processes release its held deliveries (keeping their times) in chunks.
+                # Paused: the delivery processes move its waiting deliveries out of the
+                # claim's path; resumed (which also re-enables a disabled destination and
+                # closes its circuit): they release its held deliveries. Both in the
+                # background, in chunks, keeping the deliveries' times.
                 if row["active"]:
                     queue.resume_destination(cur)
                 else:
@@ -228,6 +229,8 @@ class Catalog(Service):
         row.pop("updated_at", None)
         row.pop("circuit_probe_id", None)  # internal bookkeeping of the circuit
         row.pop("circuit_opens", None)
+        row.pop("holding_since", None)  # the background hold's bookkeeping
+        row.pop("holding_after", None)
         if secret_enc:
             secret = self.box.decrypt(
                 secret_enc, crypto.aad("destinations.signing_secret", row["id"])

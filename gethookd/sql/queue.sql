@@ -367,11 +367,62 @@ SELECT p.destination_id, p.delivery_id,
        (SELECT count(*) FROM half_open) + (SELECT count(*) FROM released) AS changed
 FROM probe p;
 
--- name: hold_destination_deliveries
--- A destination stopped accepting deliveries (paused): its waiting deliveries leave the
--- claim's path. Runs in the transaction that changed the destination, after that change.
-UPDATE deliveries SET status = 'held', updated_at = now()
-WHERE destination_id = %(destination_id)s AND status = 'pending';
+-- name: flag_destination_hold
+-- A destination stopped accepting deliveries (paused): the delivery processes move its
+-- waiting deliveries out of the claim's path in the background (hold_waiting_chunks).
+-- Runs in the transaction that changed the destination, after that change.
+UPDATE destinations SET holding_since = now(), holding_after = '-infinity'
+WHERE id = %(destination_id)s;
+
+-- name: hold_waiting_chunks
+-- Destinations paused (holding_since, migration 0013): up to %(chunk)s of each one's
+-- pending deliveries are held, oldest first, keeping their next_attempt_at. Every delivery
+-- process runs it, again at once while a chunk comes back full. A destination is locked
+-- for its chunk (SKIP LOCKED), as in release_held_chunks. Each chunk walks the due index on
+-- from where the last one stopped (holding_after); a pending row it passes by (locked by a
+-- claim, or made pending behind it) is parked by the claim if it comes due. The flag is
+-- cleared once a chunk comes back short, or at once if the destination accepts deliveries
+-- again (its resume releases what was held).
+WITH picked AS (
+    SELECT dst.id, dst.holding_after, destination_accepts_deliveries(dst) AS accepting
+    FROM destinations dst
+    WHERE dst.holding_since IS NOT NULL
+    ORDER BY dst.holding_since
+    LIMIT %(destinations)s
+    FOR NO KEY UPDATE SKIP LOCKED
+), chunk AS (
+    SELECT p.id AS destination_id, c.id, c.next_attempt_at
+    FROM picked p
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.next_attempt_at FROM deliveries d
+        WHERE NOT p.accepting AND d.status = 'pending' AND d.destination_id = p.id
+          AND d.next_attempt_at >= p.holding_after
+        ORDER BY d.next_attempt_at
+        LIMIT %(chunk)s
+        FOR UPDATE SKIP LOCKED
+    ) c
+), held AS (
+    -- By primary key, as in release_held_chunks.
+    UPDATE deliveries d SET status = 'held', updated_at = now()
+    WHERE d.id = ANY(ARRAY(SELECT c.id FROM chunk c))
+    RETURNING d.id
+), counted AS (
+    SELECT p.*, COALESCE(k.n, 0) AS held, k.last
+    FROM picked p
+    LEFT JOIN (SELECT destination_id, count(*) AS n, max(next_attempt_at) AS last
+               FROM chunk GROUP BY destination_id) k ON k.destination_id = p.id
+), moved AS (
+    UPDATE destinations dst
+    SET holding_since = CASE WHEN c.accepting OR c.held < %(chunk)s THEN NULL
+                             ELSE dst.holding_since END,
+        holding_after = CASE WHEN c.accepting OR c.held < %(chunk)s THEN NULL
+                             ELSE c.last END
+    FROM counted c
+    WHERE dst.id = c.id
+)
+SELECT c.id AS destination_id, c.held, c.held = %(chunk)s AS more,
+       (SELECT count(*) FROM held) AS total
+FROM counted c;
 
 -- name: release_held_chunks
 -- Destinations that accept deliveries again (releasing_since, migration 0010): up to
