@@ -251,23 +251,29 @@ def test_a_resume_during_the_hold_ends_it_and_releases_what_it_held(gw, database
     assert len(queue.claim(database, 30, LEASE)) == 25
 
 
+def at_once(step, processes: int = 4) -> int:
+    """A background step run to the end by `processes` threads at once (each its own
+    connection, as delivery processes): how many deliveries they moved in all."""
+
+    def run(_) -> int:
+        total, idle = 0, 0
+        while idle < 3:  # another one may have a destination locked for a chunk: look again
+            moved = step().total
+            total += moved
+            idle = 0 if moved else idle + 1
+        return total
+
+    with ThreadPoolExecutor(processes) as pool:
+        return sum(pool.map(run, range(processes)))
+
+
 def test_processes_holding_at_once_hold_each_delivery_once(gw, database):
     setup = Setup(gw, destinations=2)
     setup.ingest(300)
     setup.pause(0, hold=False)
     setup.pause(1, hold=False)
 
-    def hold_all(_) -> int:
-        total, idle = 0, 0
-        while idle < 3:  # another process may hold a destination for a chunk: look again
-            step = queue.hold_waiting(database, chunk=25)
-            total += step.total
-            idle = 0 if step.total else idle + 1
-        return total
-
-    with ThreadPoolExecutor(4) as pool:
-        totals = list(pool.map(hold_all, range(4)))
-    assert sum(totals) == 600
+    assert at_once(lambda: queue.hold_waiting(database, chunk=25)) == 600
     left = sql(database, "SELECT status, count(*) AS n FROM deliveries GROUP BY 1")
     assert {r["status"]: r["n"] for r in left} == {"held": 600}
 
@@ -294,17 +300,7 @@ def test_processes_releasing_at_once_release_each_delivery_once(gw, database):
     setup.resume(0)
     setup.resume(1)
 
-    def release_all(_) -> int:
-        total, idle = 0, 0
-        while idle < 3:  # another process may hold a destination for a chunk: look again
-            step = queue.release_held(database, chunk=25)
-            total += step.total
-            idle = 0 if step.total else idle + 1
-        return total
-
-    with ThreadPoolExecutor(4) as pool:
-        totals = list(pool.map(release_all, range(4)))
-    assert sum(totals) == 600
+    assert at_once(lambda: queue.release_held(database, chunk=25)) == 600
     left = sql(database, "SELECT status, count(*) AS n FROM deliveries GROUP BY 1")
     assert {r["status"]: r["n"] for r in left} == {"pending": 600}
 
