@@ -118,14 +118,7 @@ def claim(
 # claim of ten touched 123,157 buffers, and a finish of ten 1,028, scanning every event
 # (tests/test_queue.py; with the scans ruled out, 511 and under 700).
 # Ruling scans out wherever an index can do the job keeps the plans right at any size.
-# The generic plan is forced, the plan the tests check: left to choose, PostgreSQL planned
-# the finish's lock of destinations anew on every call (104 µs, for 12 µs of running it;
-# at 1,000 events/s end to end the three statements' planning fell from 27 to 2 ms of
-# PostgreSQL's CPU a second, bench/RESULTS.md).
-PLAN_BY_KEY = (
-    "SET LOCAL enable_seqscan = off;\nSET LOCAL enable_bitmapscan = off;\n"
-    "SET LOCAL plan_cache_mode = force_generic_plan;\n"
-)
+PLAN_BY_KEY = "SET LOCAL enable_seqscan = off;\nSET LOCAL enable_bitmapscan = off;\n"
 
 
 def claim_fair(
