@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -298,10 +299,13 @@ def test_requests_waiting_on_a_failed_load_fail_with_it_at_once(batching):
     gw.catalog_cache.clear()
     started = time.monotonic()
 
+    depths = []
+
     def one(_i):
         try:
             gw.ingest(token, b"{}", HEADERS)
         except psycopg2.OperationalError as exc:
+            depths.append(len(traceback.extract_tb(exc.__traceback__)))
             return str(exc)
         return "stored"
 
@@ -309,4 +313,6 @@ def test_requests_waiting_on_a_failed_load_fail_with_it_at_once(batching):
         answers = list(pool.map(one, range(8)))
     assert "127.0.0.1" in answers[0] and answers == [answers[0]] * 8, answers
     assert len(loads) == 1
+    # Each waiter's error carries its own frames, not every earlier waiter's as well.
+    assert max(depths) <= 2 * min(depths), depths
     assert time.monotonic() - started < 2

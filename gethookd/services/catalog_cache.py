@@ -80,7 +80,9 @@ class CatalogCache:
                 flight = _Flight()  # that load is stuck: load too, unregistered
                 break
             if flight.error is not None:
-                raise flight.error
+                # Its own frames only: re-raised as it is, the one error would gather every
+                # waiter's traceback, one after the other (the loader's request logs it whole).
+                raise flight.error.with_traceback(None)
         try:
             value = load()
         except BaseException as exc:
