@@ -14,9 +14,11 @@ process: they are read from the database when a scrape asks (`render(snapshot)`)
 
 from __future__ import annotations
 
+import bisect
 import os
 import struct
 import time
+from collections.abc import Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -43,7 +45,7 @@ EVENTS_PUBLISHED = Counter(
 )
 INGEST_SECONDS = Histogram(
     "gethookd_ingest_seconds",
-    "Time from a webhook's arrival to its answer, stored and queued (accepted ones only).",
+    "Time from a webhook's arrival until it is stored and queued (or found a duplicate).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 ATTEMPTS = Counter(
@@ -71,6 +73,31 @@ RESTARTS = Counter(
     "Child processes the master restarted after they exited unexpectedly, by role.",
     ["role"],
 )
+
+
+def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """histogram.observe() of each amount, with one write per bucket touched.
+
+    In multiprocess mode each observe() writes two mmap'd values under a lock; a group
+    commit observes a whole batch. Reaches into the histogram's values (prometheus_client's
+    own layout since its first releases); observes one by one if that layout changes.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    if not amounts:
+        return
+    counts = [0] * len(bounds)
+    for amount in amounts:
+        counts[bisect.bisect_left(bounds, amount)] += 1  # the first bound >= amount
+    total.inc(sum(amounts))
+    for bucket, count in zip(buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 def status_class(status: int | None) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import signal
 import threading
@@ -14,7 +16,9 @@ import psutil
 import psycopg2
 import pytest
 import requests
+from prometheus_client import REGISTRY
 
+from gethookd import logs
 from gethookd.errors import NotFound
 from gethookd.services.committer import Committer, Pending
 from helpers import Api, wait_for
@@ -67,6 +71,61 @@ def test_concurrent_ingests_are_each_stored_once_with_their_delivery(batching, d
     assert bodies == n
     # Grouped: fewer transactions (one now() each) than events.
     assert _scalar(database, "SELECT count(DISTINCT created_at) FROM events") < n
+
+
+class _Stream(io.StringIO):
+    """A text stream that counts its writes."""
+
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_a_batch_logs_a_line_per_event_and_counts_each_in_few_writes(batching, database):
+    gw = batching
+    account, _, dest, _ = _pipeline(gw)
+    keyed = gw.create_source(account, "keyed", verification_config={"dedup_header": "X-Id"})
+    gw.create_route(account, dest["id"], keyed["id"])
+    source_id = str(keyed["id"])
+    n, ids = 300, 200  # 300 webhooks carrying 200 provider ids: 100 are retries
+
+    def count(outcome: str) -> float:
+        labels = {"source": source_id, "outcome": outcome}
+        return REGISTRY.get_sample_value("gethookd_events_received_total", labels) or 0.0
+
+    def one(i: int) -> dict:
+        headers = {**HEADERS, "X-Id": f"d-{i % ids}"}
+        return gw.ingest(keyed["path_token"], f'{{"n": {i % ids}}}'.encode(), headers)
+
+    logger = logging.getLogger("gethookd.events")
+    stream = _Stream()
+    handler = logs.LineHandler(stream)
+    handler.setFormatter(logs.formatter("text"))
+    level, seconds_before = logger.level, REGISTRY.get_sample_value("gethookd_ingest_seconds_count")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(one, range(n)))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+    stored = {str(a["id"]) for a in answers if not a.get("duplicate")}
+    assert len(stored) == ids
+    lines = stream.getvalue().splitlines()
+    queued = [line for line in lines if "queued for 1 destination(s)" in line]
+    assert sorted(line.split("event ", 1)[1].split(" ", 1)[0] for line in queued) == sorted(stored)
+    assert all(f"received from source {source_id} (" in line for line in queued)
+    retries = [line for line in lines if "; not stored" in line]
+    assert len(retries) == n - ids and len(lines) == n
+    assert all(line.split("duplicate of event ")[1].split(";")[0] in stored for line in retries)
+    assert stream.writes < n  # a batch's lines in one write
+    assert count("accepted") == ids and count("duplicate") == n - ids
+    seconds = REGISTRY.get_sample_value("gethookd_ingest_seconds_count") - (seconds_before or 0)
+    assert seconds == n
 
 
 def test_a_lost_database_answers_every_request_of_the_batch_and_stores_nothing(

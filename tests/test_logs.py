@@ -1,8 +1,12 @@
-"""The log line format: gethookd's text formatter writes what logging's default would."""
+"""The log line format, and many lines written at once as logging would write each."""
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+
+import pytest
 
 from gethookd import logs
 
@@ -17,3 +21,69 @@ def test_the_text_line_is_loggings_own_with_the_date_cached_per_second():
         assert lines[-1] == reference.format(record)
     # The cached date followed the clock, backwards too.
     assert len({line[:19] for line in lines}) == 3
+
+
+class _Stream(io.StringIO):
+    """A text stream that counts its writes."""
+
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_log_many_writes_the_lines_log_would_in_one_write(fmt):
+    logger = logging.getLogger(f"gethookd.test_log_many.{fmt}")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    one_by_one, together = _Stream(), _Stream()
+    handlers = [logs.LineHandler(one_by_one), logs.LineHandler(together)]
+    for handler in handlers:
+        handler.setFormatter(logs.formatter(fmt))
+    lines = [("event %s: queued for %d destination(s)", (f"e-{i}", i)) for i in range(5)]
+    try:
+        logger.handlers[:] = [handlers[0]]
+        for msg, args in lines:
+            logger.info(msg, *args)
+        logger.handlers[:] = [handlers[1]]
+        logs.log_many(logger, logging.INFO, lines)
+    finally:
+        logger.handlers.clear()
+
+    def without_time(text: str) -> list[str]:  # the clock moved between the two
+        if fmt == "json":
+            return [json.dumps({**json.loads(line), "time": None}) for line in text.splitlines()]
+        return [line.split(" ", 2)[2] for line in text.splitlines()]
+
+    assert one_by_one.writes == 5 and together.writes == 1
+    assert without_time(together.getvalue()) == without_time(one_by_one.getvalue())
+    assert "event e-4: queued for 4 destination(s)" in together.getvalue()
+
+
+def test_log_many_keeps_levels_filters_and_other_handlers():
+    logger = logging.getLogger("gethookd.test_log_many.levels")
+    logger.propagate = False
+    ours, quiet, plain = _Stream(), _Stream(), _Stream()
+    handler, quiet_handler = logs.LineHandler(ours), logs.LineHandler(quiet)
+    quiet_handler.setLevel(logging.WARNING)
+    other = logging.StreamHandler(plain)  # not a LineHandler: one record at a time
+    lines = [("line %d", (i,)) for i in range(4)]
+    try:
+        logger.handlers[:] = [handler, quiet_handler, other]
+        logger.setLevel(logging.WARNING)
+        logs.log_many(logger, logging.INFO, lines)
+        assert ours.getvalue() == plain.getvalue() == ""
+
+        logger.setLevel(logging.INFO)
+        logger.addFilter(lambda record: record.args[0] % 2 == 0)  # the even ones only
+        logs.log_many(logger, logging.INFO, lines)
+    finally:
+        logger.handlers.clear()
+        logger.filters.clear()
+        logger.setLevel(logging.NOTSET)
+    assert ours.getvalue().count("\n") == 2 and "line 2" in ours.getvalue()
+    assert "line 1" not in ours.getvalue() and ours.writes == 1
+    assert quiet.getvalue() == ""
+    assert plain.getvalue() == "line 0\nline 2\n"

@@ -6,8 +6,11 @@ import re
 import threading
 from urllib.parse import urlsplit
 
+import pytest
 import requests
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
+from gethookd import metrics
 from helpers import Api, Sink, wait_for
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
@@ -188,3 +191,25 @@ def test_a_killed_masters_sample_directory_is_removed_by_the_next_start():
         metrics_dir.remove_directory(alive)
         if saved is not None:
             os.environ[metrics_dir.ENV] = saved
+
+
+def test_observe_many_counts_as_observing_each_amount():
+    buckets = (0.001, 0.01, 0.1, 1.0)
+    each, many = CollectorRegistry(), CollectorRegistry()
+    one_by_one = Histogram("h_seconds", "h", buckets=buckets, registry=each)
+    together = Histogram("h_seconds", "h", buckets=buckets, registry=many)
+    amounts = [0.0005, 0.001, 0.0011, 0.05, 0.1, 3.0, 0.2, 0.2]
+    for amount in amounts:
+        one_by_one.observe(amount)
+    metrics.observe_many(together, amounts)
+    metrics.observe_many(together, [])
+
+    def exposition(registry: CollectorRegistry) -> list[str]:
+        text = generate_latest(registry).decode()
+        return [line for line in text.splitlines() if "_created" not in line]
+
+    assert exposition(many) == exposition(each)
+    get = many.get_sample_value
+    assert get("h_seconds_bucket", {"le": "0.001"}) == 2  # a bound holds what equals it
+    assert get("h_seconds_bucket", {"le": "1.0"}) == 7
+    assert get("h_seconds_count") == 8 and get("h_seconds_sum") == pytest.approx(sum(amounts))

@@ -16,6 +16,7 @@ import logging
 import random
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,10 @@ class Pending:
     # Chosen when the batch is written: time-ordered (gethookd.ids), one clock read and one
     # os.urandom call per batch.
     id: uuid.UUID | None = None
+    # For the submitter's after_commit: when the request arrived (time.perf_counter()) and
+    # how the event came, for its log line.
+    received: float = 0.0
+    what: str = ""
     # Filled in by the committer: the stored row (None: the source is gone) or the error.
     result: dict | None = None
     error: BaseException | None = None
@@ -206,9 +211,17 @@ class Committer:
     """One per API process: a thread and its own autocommit connection write the batches."""
 
     def __init__(
-        self, dsn: str, max_batch: int = MAX_BATCH, dedup_window: float = DEDUP_WINDOW
+        self,
+        dsn: str,
+        max_batch: int = MAX_BATCH,
+        dedup_window: float = DEDUP_WINDOW,
+        after_commit: Callable[[list[Pending]], None] | None = None,
     ) -> None:
+        """after_commit(items) runs in the committer's thread once a batch is answered, with
+        the items that were written (each with its result): bookkeeping (log lines, metrics)
+        done once per batch instead of once per request."""
         self.dsn = dsn
+        self.after_commit = after_commit
         self.dedup_window = dedup_window
         self.max_batch = max_batch
         self._queue: list[Pending] = []
@@ -260,6 +273,11 @@ class Committer:
                     if not item.done.is_set():
                         item.error = exc
                         item.done.set()
+            if self.after_commit is not None:
+                try:
+                    self.after_commit([item for item in batch if item.error is None])
+                except Exception:  # bookkeeping must not stop the commits
+                    log.exception("after a group commit")
         if self._conn is not None:
             self._conn.close()
 

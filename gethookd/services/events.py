@@ -8,6 +8,7 @@ when it commits.
 from __future__ import annotations
 
 import base64
+import collections
 import fnmatch
 import json
 import logging
@@ -18,7 +19,7 @@ from typing import Any
 
 import psycopg2.errors
 
-from gethookd import metrics, verify
+from gethookd import logs, metrics, verify
 from gethookd.db import Cursor
 from gethookd.errors import NotFound, TooLarge, Unauthorized
 from gethookd.services.base import Service
@@ -48,7 +49,11 @@ class Events(Service):
 
     def start_batching(self) -> None:
         """Group commit and the cached catalog, for a process serving many ingests at once."""
-        self.committer = Committer(self.config.DATABASE_URL, dedup_window=self.config.DEDUP_WINDOW)
+        self.committer = Committer(
+            self.config.DATABASE_URL,
+            dedup_window=self.config.DEDUP_WINDOW,
+            after_commit=_after_ingests,
+        )
         self.catalog_cache = CatalogCache(self.config.DATABASE_URL)
 
     def stop_batching(self) -> None:
@@ -101,28 +106,19 @@ class Events(Service):
             targets=_targets(source.routes, event_type),
             check_source=True,
             dedup_key=dedup_key,
+            received=started,
+            what=f"received from source {source.id} ({len(body)} bytes)",
         )
         if self.committer is not None:
-            event = self.committer.submit(pending)
+            event = self.committer.submit(pending)  # logged and counted by _after_ingests
         else:
             with self.db.transaction() as cur:
                 [event] = store(cur.raw, [pending], dedup_window=self.config.DEDUP_WINDOW)
+            pending.result = event
+            _after_ingests([pending])
         if event is None:  # deleted after it was read: nothing stored
             metrics.EVENTS_RECEIVED.labels("unknown", "unknown_source").inc()
             raise NotFound("no active source has this ingest URL; check the path token")
-        metrics.EVENTS_RECEIVED.labels(
-            str(source.id), "duplicate" if event.get("duplicate") else "accepted"
-        ).inc()
-        metrics.INGEST_SECONDS.observe(time.perf_counter() - started)
-        if event.get("duplicate"):
-            log.info(
-                "source %s: webhook %r is a duplicate of event %s; not stored",
-                source.id,
-                dedup_key,
-                event["id"],
-            )
-            return event
-        _log_stored(event, f"received from source {source.id} ({len(body)} bytes)")
         return event
 
     def _ingest_source(self, token: str) -> IngestSource | None:
@@ -338,14 +334,44 @@ class Events(Service):
             return False
 
 
+def _after_ingests(items: list[Pending]) -> None:
+    """A committed batch of ingests: a line per event, in one write; counted per source."""
+    lines = []
+    outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
+    seconds = []
+    now = time.perf_counter()
+    for item in items:
+        event = item.result
+        if event is None:  # the source went away: that request counts its own 404
+            continue
+        source = str(item.source_id)
+        seconds.append(now - item.received)
+        if event.get("duplicate"):
+            outcomes[source, "duplicate"] += 1
+            lines.append(
+                (
+                    "source %s: webhook %r is a duplicate of event %s; not stored",
+                    (source, item.dedup_key, event["id"]),
+                )
+            )
+        else:
+            outcomes[source, "accepted"] += 1
+            lines.append(_stored_line(event, item.what))
+    logs.log_many(log, logging.INFO, lines)
+    for (source, outcome), count in outcomes.items():
+        metrics.EVENTS_RECEIVED.labels(source, outcome).inc(count)
+    metrics.observe_many(metrics.INGEST_SECONDS, seconds)
+
+
 def _log_stored(event: dict, what: str) -> None:
     """One line per stored event, after its transaction committed."""
+    log.info(*_stored_line(event, what))
+
+
+def _stored_line(event: dict, what: str) -> tuple:
     if event["deliveries"]:
-        log.info(
-            "event %s %s: queued for %d destination(s)", event["id"], what, event["deliveries"]
-        )
-    else:
-        log.info("event %s %s: accepted, no route matches", event["id"], what)
+        return "event %s %s: queued for %d destination(s)", (event["id"], what, event["deliveries"])
+    return "event %s %s: accepted, no route matches", (event["id"], what)
 
 
 def matches(pattern: str | None, event_type: str | None) -> bool:
