@@ -70,18 +70,28 @@ class LineHandler(logging.StreamHandler):
             self.release()
 
 
-def log_many(logger: logging.Logger, level: int, lines: Iterable[tuple[str, tuple]]) -> None:
-    """Log one line per (message, args), written with one write per handler.
+# One line for log_many: (level, message, args, extra); extra as logging's `extra=`.
+Line = tuple[int, str, tuple, "dict | None"]
 
-    A group commit stores many events at once and each still gets its own line; written
-    one by one, those lines cost an ingest more than its share of the commit (RESULTS.md).
-    The records pass the logger's and handlers' levels and filters as `logger.log` would.
+
+def log_many(logger: logging.Logger, lines: Iterable[Line]) -> None:
+    """Log one line per entry, in order, written with one write per handler.
+
+    A group commit stores many events at once, and a delivery process records many
+    attempts at once; each still gets its own line, but written one by one those lines
+    cost more than their share of the batch (RESULTS.md). The records pass the logger's
+    and handlers' levels and filters as `logger.log` would.
     """
-    if logger.disabled or not logger.isEnabledFor(level):
+    if logger.disabled:
         return
-    make = logger.makeRecord
-    made = (make(logger.name, level, "(unknown file)", 0, msg, args, None) for msg, args in lines)
-    records = [record for record in made if logger.filter(record)]
+    records = []
+    for level, msg, args, extra in lines:
+        if logger.isEnabledFor(level):
+            record = logger.makeRecord(
+                logger.name, level, "(unknown file)", 0, msg, args, None, extra=extra
+            )
+            if logger.filter(record):
+                records.append(record)
     if not records:
         return
     handlers = []
@@ -94,12 +104,11 @@ def log_many(logger: logging.Logger, level: int, lines: Iterable[tuple[str, tupl
             logger.handle(record)
         return
     for handler in handlers:
-        if level < handler.level:
-            continue
-        if isinstance(handler, LineHandler) and not handler.filters:
-            handler.emit_many(records)
+        passing = [record for record in records if record.levelno >= handler.level]
+        if passing and isinstance(handler, LineHandler) and not handler.filters:
+            handler.emit_many(passing)
         else:
-            for record in records:
+            for record in passing:
                 handler.handle(record)
 
 

@@ -15,6 +15,7 @@ process: they are read from the database when a scrape asks (`render(snapshot)`)
 from __future__ import annotations
 
 import bisect
+import collections
 import os
 import struct
 import time
@@ -104,16 +105,26 @@ def status_class(status: int | None) -> str:
     return f"{status // 100}xx" if status else "none"
 
 
-def record_attempt(result, status: str | None) -> None:
-    """One finished attempt (a deliver.Outcome) as recorded with `status` (None: its lease
-    was lost and nothing was recorded, so it is not counted: the process that took the
-    delivery over counts its own attempt)."""
-    if status is None:
-        return
-    ATTEMPTS.labels(result.outcome, status_class(result.response_status)).inc()
-    ATTEMPT_SECONDS.observe(result.latency_ms / 1000.0)
-    if status == "dead":
-        DEAD_LETTERS.inc()
+def record_attempts(recorded: Sequence[tuple]) -> None:
+    """Finished attempts (deliver.Outcome, status as recorded), counted once per batch.
+
+    A status of None means the lease was lost and nothing was recorded: not counted, the
+    process that took the delivery over counts its own attempt.
+    """
+    attempts: collections.Counter[tuple[str, str]] = collections.Counter()
+    seconds = []
+    dead = 0
+    for result, status in recorded:
+        if status is None:
+            continue
+        attempts[result.outcome, status_class(result.response_status)] += 1
+        seconds.append(result.latency_ms / 1000.0)
+        dead += status == "dead"
+    for (outcome, status_class_), count in attempts.items():
+        ATTEMPTS.labels(outcome, status_class_).inc(count)
+    observe_many(ATTEMPT_SECONDS, seconds)
+    if dead:
+        DEAD_LETTERS.inc(dead)
 
 
 class _Snapshot:

@@ -70,6 +70,20 @@ def test_failures_are_retried_then_dead_lettered(daemon_factory):
         assert all(a["response_status"] == 503 for a in detail["attempts"])
         assert detail["attempts"][0]["response_body"] == "failing on purpose"
         assert detail["event"]["attempts_count"] == 3
+        # A line per attempt: two retries, then the dead letter as a warning.
+        lines = wait_for(
+            lambda: (
+                [x for x in daemon.log().splitlines() if f"event {event_id} delivery" in x]
+                if "dead-lettered" in daemon.log()
+                else None
+            ),
+            what="the dead letter's line",
+        )
+        assert [x.split(" attempt ")[1].split(" ")[0] for x in lines] == ["1/3", "2/3", "3/3"]
+        assert all(" -> http_5xx (503) in " in x for x in lines)
+        assert all(" INFO " in x and ": retry in " in x for x in lines[:2])
+        assert " WARNING " in lines[2]
+        assert lines[2].endswith(": dead-lettered (destination answered HTTP 503)")
     finally:
         failing.close()
 

@@ -42,13 +42,17 @@ def test_log_many_writes_the_lines_log_would_in_one_write(fmt):
     handlers = [logs.LineHandler(one_by_one), logs.LineHandler(together)]
     for handler in handlers:
         handler.setFormatter(logs.formatter(fmt))
-    lines = [("event %s: queued for %d destination(s)", (f"e-{i}", i)) for i in range(5)]
+    lines = [
+        (logging.WARNING if i == 3 else logging.INFO, "event %s: queued for %d", (f"e-{i}", i), {})
+        for i in range(5)
+    ]
+    lines[1] = (logging.INFO, "event %s: %d", ("e-1", 1), {"fields": {"event_id": "e-1"}})
     try:
         logger.handlers[:] = [handlers[0]]
-        for msg, args in lines:
-            logger.info(msg, *args)
+        for level, msg, args, extra in lines:
+            logger.log(level, msg, *args, extra=extra)
         logger.handlers[:] = [handlers[1]]
-        logs.log_many(logger, logging.INFO, lines)
+        logs.log_many(logger, lines)
     finally:
         logger.handlers.clear()
 
@@ -59,7 +63,10 @@ def test_log_many_writes_the_lines_log_would_in_one_write(fmt):
 
     assert one_by_one.writes == 5 and together.writes == 1
     assert without_time(together.getvalue()) == without_time(one_by_one.getvalue())
-    assert "event e-4: queued for 4 destination(s)" in together.getvalue()
+    assert "event e-4: queued for 4" in together.getvalue()
+    assert "WARNING" in together.getvalue() or '"level": "warning"' in together.getvalue()
+    if fmt == "json":  # the extra fields of a line, as the JSON formatter adds them
+        assert json.loads(together.getvalue().splitlines()[1])["event_id"] == "e-1"
 
 
 def test_log_many_keeps_levels_filters_and_other_handlers():
@@ -69,21 +76,22 @@ def test_log_many_keeps_levels_filters_and_other_handlers():
     handler, quiet_handler = logs.LineHandler(ours), logs.LineHandler(quiet)
     quiet_handler.setLevel(logging.WARNING)
     other = logging.StreamHandler(plain)  # not a LineHandler: one record at a time
-    lines = [("line %d", (i,)) for i in range(4)]
+    lines = [(logging.INFO, "line %d", (i,), None) for i in range(4)]
+    lines.append((logging.WARNING, "loud %d", (4,), None))
     try:
         logger.handlers[:] = [handler, quiet_handler, other]
-        logger.setLevel(logging.WARNING)
-        logs.log_many(logger, logging.INFO, lines)
+        logger.setLevel(logging.ERROR)
+        logs.log_many(logger, lines)
         assert ours.getvalue() == plain.getvalue() == ""
 
         logger.setLevel(logging.INFO)
         logger.addFilter(lambda record: record.args[0] % 2 == 0)  # the even ones only
-        logs.log_many(logger, logging.INFO, lines)
+        logs.log_many(logger, lines)
     finally:
         logger.handlers.clear()
         logger.filters.clear()
         logger.setLevel(logging.NOTSET)
-    assert ours.getvalue().count("\n") == 2 and "line 2" in ours.getvalue()
+    assert ours.getvalue().count("\n") == 3 and "line 2" in ours.getvalue()
     assert "line 1" not in ours.getvalue() and ours.writes == 1
-    assert quiet.getvalue() == ""
-    assert plain.getvalue() == "line 0\nline 2\n"
+    assert quiet.getvalue().endswith("loud 4\n") and quiet.getvalue().count("\n") == 1
+    assert plain.getvalue() == "line 0\nline 2\nloud 4\n"

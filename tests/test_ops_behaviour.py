@@ -72,11 +72,21 @@ def test_a_bad_value_in_the_config_file_names_the_file_and_line(tmp_path, base_e
         assert f"{conf}:3: PORT='abc' is invalid: expected a whole number" in out.stderr
 
 
-def test_log_format_json_makes_every_line_json_gunicorns_included(daemon_factory):
+def test_log_format_json_makes_every_line_json_gunicorns_included(daemon_factory, sink):
     daemon = daemon_factory(LOG_FORMAT="json", API_WORKERS="2")
     wait_for(lambda: "Booting worker" in daemon.log(), what="gunicorn's boot lines")
+    pipe = Api(daemon.url).register().pipeline(sink.url)
+    resp = requests.post(pipe["source"]["ingest_url"], data=b"{}", timeout=10)
+    event_id = resp.json()["data"]["id"]
+    wait_for(lambda: '"outcome": "success"' in daemon.log(), what="the delivery's line")
     lines = [line for line in daemon.log().splitlines() if line.strip()]
     records = [json.loads(line) for line in lines]  # fails on any plain-text line
     loggers = {r["logger"] for r in records}
     assert "gunicorn.error" in loggers and "gethookd.supervisor" in loggers
     assert any("Booting worker" in r["message"] for r in records)
+    # The batched lines of ingest and delivery are JSON too, with their fields.
+    stored = [r for r in records if r["message"].startswith(f"event {event_id} received")]
+    assert len(stored) == 1 and stored[0]["logger"] == "gethookd.events"
+    [delivered] = [r for r in records if r.get("event_id") == event_id]
+    assert delivered["message"].endswith(": delivered") and delivered["attempt"] == 1
+    assert delivered["level"] == "info" and delivered["logger"] == "gethookd.worker"

@@ -31,7 +31,7 @@ import gevent.pool
 import psycopg2
 from gevent.socket import wait_read
 
-from gethookd import crypto, db, deliver, metrics, queue, retention, retry, ssrf
+from gethookd import crypto, db, deliver, logs, metrics, queue, retention, retry, ssrf
 from gethookd.config import Config
 from gethookd.crypto import SecretBox, aad
 from gethookd.db import Database
@@ -410,8 +410,14 @@ class DeliveryWorker:
         for done, status in zip(batch, recorded.statuses, strict=True):
             if status == "pending" and done.retry_in is not None:
                 self._note_retry(done.retry_in)
-            _log_transition(done.job, done.result, status, done.retry_in)
-            metrics.record_attempt(done.result, status)
+        lines = [
+            _transition(done.job, done.result, status, done.retry_in)
+            for done, status in zip(batch, recorded.statuses, strict=True)
+        ]
+        logs.log_many(log, [line for line in lines if line is not None])
+        metrics.record_attempts(
+            [(done.result, status) for done, status in zip(batch, recorded.statuses, strict=True)]
+        )
 
     def _finish(self, batch: list[queue.Finished]) -> queue.Recorded:
         """Retry the bookkeeping briefly; if the database stays away the leases cover us.
@@ -465,45 +471,39 @@ class DeliveryWorker:
         return call()
 
 
-def _log_transition(
+def _transition(
     job: queue.Job, result: deliver.Outcome, status: str | None, retry_in: float | None
-) -> None:
+) -> logs.Line | None:
+    """The log line of one recorded attempt (logs.log_many writes a batch's at once)."""
     what = f"{result.outcome}" + (f" ({result.response_status})" if result.response_status else "")
     head = (
         f"event {job.event_id} delivery {job.delivery_id} attempt "
         f"{job.attempt_number}/{job.max_attempts} -> {what} in {result.latency_ms}ms"
     )
-    fields = {
-        "event_id": str(job.event_id),
-        "delivery_id": str(job.delivery_id),
-        "attempt": job.attempt_number,
-        "outcome": result.outcome,
+    extra = {
+        "fields": {
+            "event_id": str(job.event_id),
+            "delivery_id": str(job.delivery_id),
+            "attempt": job.attempt_number,
+            "outcome": result.outcome,
+        }
     }
+    info, warning, error = logging.INFO, logging.WARNING, result.error_message
     if status is None:
-        log.warning(
-            "%s; lease lost to another worker, result discarded", head, extra={"fields": fields}
-        )
+        line = warning, "%s; lease lost to another worker, result discarded", (head,)
     elif status == "succeeded":
-        log.info("%s: delivered", head, extra={"fields": fields})
+        line = info, "%s: delivered", (head,)
     elif status == "dead":
-        log.warning("%s: dead-lettered (%s)", head, result.error_message, extra={"fields": fields})
+        line = warning, "%s: dead-lettered (%s)", (head, error)
     elif status == "pending":
-        log.info(
-            "%s: retry in %.1fs (%s)",
-            head,
-            retry_in,
-            result.error_message,
-            extra={"fields": fields},
-        )
+        line = info, "%s: retry in %.1fs (%s)", (head, retry_in, error)
     elif status == "cancelled":
-        log.info("%s: not retried, the event was replayed", head, extra={"fields": fields})
+        line = info, "%s: not retried, the event was replayed", (head,)
     elif status == "held":
-        log.info(
-            "%s: held, its destination does not take deliveries now (%s)",
-            head,
-            result.error_message,
-            extra={"fields": fields},
-        )
+        line = info, "%s: held, its destination does not take deliveries now (%s)", (head, error)
+    else:
+        return None  # "unrecorded": the failed batch has its own line
+    return (*line, extra)
 
 
 def _log_destination(change: dict) -> None:

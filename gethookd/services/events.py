@@ -350,14 +350,16 @@ def _after_ingests(items: list[Pending]) -> None:
             outcomes[source, "duplicate"] += 1
             lines.append(
                 (
+                    logging.INFO,
                     "source %s: webhook %r is a duplicate of event %s; not stored",
                     (source, item.dedup_key, event["id"]),
+                    None,
                 )
             )
         else:
             outcomes[source, "accepted"] += 1
-            lines.append(_stored_line(event, item.what))
-    logs.log_many(log, logging.INFO, lines)
+            lines.append((logging.INFO, *_stored_line(event, item.what), None))
+    logs.log_many(log, lines)
     for (source, outcome), count in outcomes.items():
         metrics.EVENTS_RECEIVED.labels(source, outcome).inc(count)
     metrics.observe_many(metrics.INGEST_SECONDS, seconds)
