@@ -43,8 +43,10 @@ def test_ingest_is_delivered_byte_for_byte(daemon_factory, sink):
     assert attempt["attempt_number"] == 1
     assert attempt["latency_ms"] >= 0
     # One log line per transition: stored and queued, then delivered.
-    log = daemon.log()
-    assert f"event {accepted['id']} received from source" in log
+    log = wait_for(
+        lambda: f"event {accepted['id']} received from" in (x := daemon.log()) and x,
+        what="the stored event's log line",
+    )
     assert "queued for 1 destination(s)" in log
     assert wait_for(
         lambda: f"event {accepted['id']} delivery" in daemon.log() and "delivered" in daemon.log(),

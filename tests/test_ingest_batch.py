@@ -109,6 +109,8 @@ def test_a_batch_logs_a_line_per_event_and_counts_each_in_few_writes(batching, d
     try:
         with ThreadPoolExecutor(16) as pool:
             answers = list(pool.map(one, range(n)))
+        # Written by the committer's bookkeeping thread, moments after the answers.
+        wait_for(lambda: stream.getvalue().count("\n") >= n, 10, "a line per webhook")
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
@@ -161,22 +163,53 @@ def test_a_lost_database_answers_every_request_of_the_batch_and_stores_nothing(
     assert _scalar(database, "SELECT count(*) FROM events") == stored + 1
 
 
+def _pending(account_id, source: dict, dest: dict) -> Pending:
+    return Pending(
+        account_id=account_id,
+        direction="inbound",
+        source_id=source["id"],
+        event_type=None,
+        headers={},
+        body=b"{}",
+        content_type=None,
+        created_by="test",
+        targets=[(dest["id"], 3, "exponential")],
+    )
+
+
+def test_bookkeeping_after_commit_neither_holds_back_nor_stops_commits(gw, db_url, database):
+    _, source, dest, _ = _pipeline(gw)
+    account = _scalar(database, "SELECT account_id FROM sources")
+    calls: list[list[Pending]] = []
+    release = threading.Event()
+
+    def after_commit(items: list[Pending]) -> None:
+        calls.append(items)
+        if len(calls) == 1:  # slow, then failing: the commits go on meanwhile
+            release.wait(10)
+            raise RuntimeError("bookkeeping failed")
+
+    committer = Committer(db_url, after_commit=after_commit)
+    try:
+        first = committer.submit(_pending(account, source, dest))
+        wait_for(lambda: calls, 10, "the first bookkeeping call")
+        later = [committer.submit(_pending(account, source, dest)) for _ in range(3)]
+        assert [r["deliveries"] for r in later] == [1, 1, 1]  # committed while it was stuck
+        assert len(calls) == 1
+        release.set()
+    finally:
+        committer.close()  # hands over what is left before it returns
+    assert [item.result for item in calls[0]] == [first]
+    assert [item.result for call in calls[1:] for item in call] == later
+    assert _scalar(database, "SELECT count(*) FROM events") == 4
+
+
 def test_a_bad_event_in_a_batch_fails_alone(gw, db_url, database):
     _, source, dest, _ = _pipeline(gw)
     account = _scalar(database, "SELECT account_id FROM sources")
 
     def item(account_id) -> Pending:
-        return Pending(
-            account_id=account_id,
-            direction="inbound",
-            source_id=source["id"],
-            event_type=None,
-            headers={},
-            body=b"{}",
-            content_type=None,
-            created_by="test",
-            targets=[(dest["id"], 3, "exponential")],
-        )
+        return _pending(account_id, source, dest)
 
     committer = Committer(db_url)
     good, bad, other = item(account), item(uuid.uuid4()), item(account)  # no such account

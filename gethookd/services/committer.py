@@ -16,6 +16,7 @@ import logging
 import random
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -217,11 +218,15 @@ class Committer:
         dedup_window: float = DEDUP_WINDOW,
         after_commit: Callable[[list[Pending]], None] | None = None,
     ) -> None:
-        """after_commit(items) runs in the committer's thread once a batch is answered, with
-        the items that were written (each with its result): bookkeeping (log lines, metrics)
-        done once per batch instead of once per request."""
+        """after_commit(items) is given the items of committed batches (each with its
+        result): bookkeeping (log lines, metrics) done once per batch instead of once per
+        request. It runs in a thread of its own, so that the next batch is not held back
+        for it; with many batches committed meanwhile, it is given them together."""
         self.dsn = dsn
         self.after_commit = after_commit
+        self._committed: deque[Pending] = deque()  # for after_commit; a deque: two threads
+        self._committed_ready = threading.Event()
+        self._after_thread: threading.Thread | None = None
         self.dedup_window = dedup_window
         self.max_batch = max_batch
         self._queue: list[Pending] = []
@@ -241,6 +246,11 @@ class Committer:
                     target=self._run, name="gethookd-committer", daemon=True
                 )
                 self._thread.start()
+                if self.after_commit is not None:
+                    self._after_thread = threading.Thread(
+                        target=self._after_run, name="gethookd-after-commit", daemon=True
+                    )
+                    self._after_thread.start()
             self._queue.append(item)
             self._cond.notify()
         if not item.done.wait(WAIT_TIMEOUT):
@@ -255,6 +265,9 @@ class Committer:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._committed_ready.set()
+        if self._after_thread is not None:
+            self._after_thread.join(timeout=10)
 
     def _run(self) -> None:
         while True:
@@ -274,12 +287,25 @@ class Committer:
                         item.error = exc
                         item.done.set()
             if self.after_commit is not None:
-                try:
-                    self.after_commit([item for item in batch if item.error is None])
-                except Exception:  # bookkeeping must not stop the commits
-                    log.exception("after a group commit")
+                self._committed.extend([item for item in batch if item.error is None])
+                self._committed_ready.set()
         if self._conn is not None:
             self._conn.close()
+
+    def _after_run(self) -> None:
+        """Hand committed items to after_commit, until closed and none are left."""
+        committed = self._committed
+        while True:
+            if not committed and self._closed and not self._thread.is_alive():
+                return
+            self._committed_ready.wait()
+            self._committed_ready.clear()
+            items = [committed.popleft() for _ in range(len(committed))]
+            if items:
+                try:
+                    self.after_commit(items)
+                except Exception:  # bookkeeping must not stop
+                    log.exception("after a group commit")
 
     def _commit(self, batch: list[Pending]) -> None:
         try:
