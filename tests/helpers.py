@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import io
 import os
 import shutil
 import signal
@@ -282,3 +283,13 @@ def headless_chromium(profile: str, height: int = 900, browser_log: bool = False
     if browser_log:
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+
+
+class CountingStream(io.StringIO):
+    """A text stream that counts its writes (how many a batch of log lines took)."""
+
+    writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import signal
@@ -21,7 +20,7 @@ from prometheus_client import REGISTRY
 from gethookd import logs
 from gethookd.errors import NotFound
 from gethookd.services.committer import Committer, Pending
-from helpers import Api, wait_for
+from helpers import Api, CountingStream, wait_for
 
 HEADERS = {"Content-Type": "application/json"}
 
@@ -73,16 +72,6 @@ def test_concurrent_ingests_are_each_stored_once_with_their_delivery(batching, d
     assert _scalar(database, "SELECT count(DISTINCT created_at) FROM events") < n
 
 
-class _Stream(io.StringIO):
-    """A text stream that counts its writes."""
-
-    writes = 0
-
-    def write(self, text: str) -> int:
-        self.writes += 1
-        return super().write(text)
-
-
 def test_a_batch_logs_a_line_per_event_and_counts_each_in_few_writes(batching, database):
     gw = batching
     account, _, dest, _ = _pipeline(gw)
@@ -100,7 +89,7 @@ def test_a_batch_logs_a_line_per_event_and_counts_each_in_few_writes(batching, d
         return gw.ingest(keyed["path_token"], f'{{"n": {i % ids}}}'.encode(), headers)
 
     logger = logging.getLogger("gethookd.events")
-    stream = _Stream()
+    stream = CountingStream()
     handler = logs.LineHandler(stream)
     handler.setFormatter(logs.formatter("text"))
     level, seconds_before = logger.level, REGISTRY.get_sample_value("gethookd_ingest_seconds_count")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 
 import pytest
 
 from gethookd import logs
+from helpers import CountingStream
 
 
 def test_the_text_line_is_loggings_own_with_the_date_cached_per_second():
@@ -23,22 +23,12 @@ def test_the_text_line_is_loggings_own_with_the_date_cached_per_second():
     assert len({line[:19] for line in lines}) == 3
 
 
-class _Stream(io.StringIO):
-    """A text stream that counts its writes."""
-
-    writes = 0
-
-    def write(self, text: str) -> int:
-        self.writes += 1
-        return super().write(text)
-
-
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_log_many_writes_the_lines_log_would_in_one_write(fmt):
     logger = logging.getLogger(f"gethookd.test_log_many.{fmt}")
     logger.propagate = False
     logger.setLevel(logging.INFO)
-    one_by_one, together = _Stream(), _Stream()
+    one_by_one, together = CountingStream(), CountingStream()
     handlers = [logs.LineHandler(one_by_one), logs.LineHandler(together)]
     for handler in handlers:
         handler.setFormatter(logs.formatter(fmt))
@@ -72,7 +62,7 @@ def test_log_many_writes_the_lines_log_would_in_one_write(fmt):
 def test_log_many_keeps_levels_filters_and_other_handlers():
     logger = logging.getLogger("gethookd.test_log_many.levels")
     logger.propagate = False
-    ours, quiet, plain = _Stream(), _Stream(), _Stream()
+    ours, quiet, plain = CountingStream(), CountingStream(), CountingStream()
     handler, quiet_handler = logs.LineHandler(ours), logs.LineHandler(quiet)
     quiet_handler.setLevel(logging.WARNING)
     other = logging.StreamHandler(plain)  # not a LineHandler: one record at a time

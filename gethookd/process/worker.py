@@ -407,17 +407,17 @@ class DeliveryWorker:
             _log_destination(change)
             if change["circuit_state"] == "closed":
                 self.release_wake.set()  # its held deliveries
+        lines: list[logs.Line] = []
+        attempts = []
         for done, status in zip(batch, recorded.statuses, strict=True):
             if status == "pending" and done.retry_in is not None:
                 self._note_retry(done.retry_in)
-        lines = [
-            _transition(done.job, done.result, status, done.retry_in)
-            for done, status in zip(batch, recorded.statuses, strict=True)
-        ]
-        logs.log_many(log, [line for line in lines if line is not None])
-        metrics.record_attempts(
-            [(done.result, status) for done, status in zip(batch, recorded.statuses, strict=True)]
-        )
+            line = _transition(done.job, done.result, status, done.retry_in)
+            if line is not None:
+                lines.append(line)
+            attempts.append((done.result, status))
+        logs.log_many(log, lines)  # the batch's lines in one write
+        metrics.record_attempts(attempts)
 
     def _finish(self, batch: list[queue.Finished]) -> queue.Recorded:
         """Retry the bookkeeping briefly; if the database stays away the leases cover us.
