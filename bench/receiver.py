@@ -1,9 +1,11 @@
 """A fast webhook receiver for the benchmarks: answers 200, counts, measures latency.
 
-Runs in its own process (gevent, raw sockets, TCP_NODELAY) so that the receiver is never
-what a benchmark measures. Each POST whose JSON body carries `"t"` (the sender's
-time.time() when the webhook entered the system) adds one end-to-end latency sample;
-`Webhook-Id` (or `"n"` in the body) counts distinct deliveries, so duplicates show.
+Runs in its own process, one epoll loop over non-blocking sockets (TCP_NODELAY, keep-alive;
+a delayed answer waits in a timer heap, not in a thread), so that the receiver is never
+what a benchmark measures and takes little of the CPU it shares with the gateway. Each
+POST whose JSON body carries `"t"` (the sender's time.time() when the webhook entered the
+system) adds one end-to-end latency sample; `Webhook-Id` (or `"n"` in the body) counts
+distinct deliveries, so duplicates show.
 
     python bench/receiver.py [--delay SECONDS] [--port N]
 
@@ -13,18 +15,13 @@ summary; `POST /reset` forgets everything.
 
 from __future__ import annotations
 
-from gevent import monkey
-
-monkey.patch_all()
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import socket  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-import gevent  # noqa: E402
-from gevent.server import StreamServer  # noqa: E402
+import argparse
+import heapq
+import json
+import selectors
+import socket
+import sys
+import time
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
@@ -77,58 +74,113 @@ class Stats:
         }
 
 
+class Client:
+    """One keep-alive connection: requests are answered in order, one at a time."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+        self.answering = False  # an answer waits for its delay: parse nothing more yet
+
+
 def serve(delay: float, port: int) -> None:
     stats = Stats()
+    selector = selectors.DefaultSelector()
+    later: list[tuple[float, int, Client]] = []  # (when, tiebreak, client): delayed answers
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(1024)
+    server.setblocking(False)
+    selector.register(server, selectors.EVENT_READ, None)
+    print(server.getsockname()[1], flush=True)
 
-    def handle(sock: socket.socket, _addr) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        buf = b""
+    def drop(client: Client) -> None:
+        selector.unregister(client.sock)
+        client.sock.close()
+
+    def answer(client: Client, data: bytes) -> None:
         try:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        return
-                    buf += chunk
-                head, _, buf = buf.partition(b"\r\n\r\n")
-                lines = head.split(b"\r\n")
-                method, path = lines[0].split(b" ")[:2]
-                headers = {}
-                for line in lines[1:]:
-                    name, _, value = line.partition(b":")
-                    headers[name.strip().lower()] = value.strip()
-                length = int(headers.get(b"content-length", b"0"))
-                while len(buf) < length:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        return
-                    buf += chunk
-                body, buf = buf[:length], buf[length:]
-                if method == b"GET" and path == b"/stats":
-                    payload = json.dumps(stats.summary()).encode()
-                    sock.sendall(
-                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                        b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload
-                    )
-                    continue
-                if method == b"POST" and path == b"/reset":
-                    stats.reset()
-                    sock.sendall(OK)
-                    continue
-                webhook_id = headers.get(b"webhook-id")
-                stats.record(webhook_id.decode() if webhook_id else None, body)
-                if delay:
-                    gevent.sleep(delay)
-                sock.sendall(OK)
-        except (OSError, ValueError):
-            return
-        finally:
-            sock.close()
+            client.sock.sendall(data)  # small answers on a socket that keeps up
+        except OSError:
+            drop(client)
 
-    server = StreamServer(("127.0.0.1", port), handle, backlog=1024)
-    server.init_socket()
-    print(server.server_port, flush=True)
-    server.serve_forever()
+    def work(client: Client) -> None:
+        """Answer every complete request in the buffer (until one must wait its delay)."""
+        while not client.answering:
+            head_end = client.buf.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            lines = client.buf[:head_end].split(b"\r\n")
+            method, path = lines[0].split(b" ")[:2]
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                headers[name.strip().lower()] = value.strip()
+            length = int(headers.get(b"content-length", b"0"))
+            if len(client.buf) < head_end + 4 + length:
+                return
+            body = client.buf[head_end + 4 : head_end + 4 + length]
+            client.buf = client.buf[head_end + 4 + length :]
+            if method == b"GET" and path == b"/stats":
+                payload = json.dumps(stats.summary()).encode()
+                answer(
+                    client,
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload,
+                )
+                continue
+            if method == b"POST" and path == b"/reset":
+                stats.reset()
+                answer(client, OK)
+                continue
+            webhook_id = headers.get(b"webhook-id")
+            stats.record(webhook_id.decode() if webhook_id else None, body)
+            if delay:
+                client.answering = True
+                heapq.heappush(later, (time.monotonic() + delay, id(client), client))
+            else:
+                answer(client, OK)
+
+    while True:
+        timeout = max(0.0, later[0][0] - time.monotonic()) if later else None
+        for key, _ in selector.select(timeout):
+            if key.data is None:
+                try:
+                    sock, _addr = server.accept()
+                except BlockingIOError:
+                    continue
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setblocking(False)
+                selector.register(sock, selectors.EVENT_READ, Client(sock))
+                continue
+            client = key.data
+            try:
+                chunk = client.sock.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                chunk = b""
+            if not chunk:
+                drop(client)
+                continue
+            client.buf += chunk
+            try:
+                work(client)
+            except (ValueError, IndexError):
+                drop(client)
+        now = time.monotonic()
+        while later and later[0][0] <= now:
+            _, _, client = heapq.heappop(later)
+            if client.sock.fileno() < 0:
+                continue  # dropped meanwhile
+            client.answering = False
+            answer(client, OK)
+            if client.sock.fileno() >= 0:
+                try:
+                    work(client)
+                except (ValueError, IndexError):
+                    drop(client)
 
 
 def main(argv: list[str] | None = None) -> int:
