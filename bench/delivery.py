@@ -10,8 +10,8 @@ scratch database on --database-url, a receiver, the load) and stops it all. Case
   (c) receiver answering in 50 ms: two delivery processes vs one (each at --scale-concurrency),
       the scaling of a second process on the same database.
 
-The receiver is a raw-socket gevent HTTP/1.1 server (keep-alive, TCP_NODELAY) in
---receivers processes sharing one port (SO_REUSEPORT), so that it is not the bottleneck.
+The receiver is bench/receiver.py (one epoll loop, keep-alive, TCP_NODELAY) in --receivers
+processes sharing one port (SO_REUSEPORT), so that it is not the bottleneck.
 For gethookd the events are queued by SQL (generate_series) for a destination pointing at
 the receiver before the delivery processes start; the rate is N over the span from the first
 attempt's start to the last attempt's record (delivery_attempts), so start-up is not counted.
@@ -33,62 +33,11 @@ from pathlib import Path
 
 from benchlib import Postgres, code_version
 
+HERE = Path(__file__).resolve().parent
+
 BODY = json.dumps(
     {"type": "invoice.paid", "id": "in_1234567890", "amount": 1299, "currency": "eur"}
 ).encode()
-
-RECEIVER = r"""
-from gevent import monkey
-
-monkey.patch_all()
-
-import socket, sys
-import gevent
-from gevent.server import StreamServer
-
-port, delay = int(sys.argv[1]), float(sys.argv[2])
-ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
-
-def handle(sock, _addr):
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    buf = b""
-    try:
-        while True:
-            while b"\r\n\r\n" not in buf:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return
-                buf += chunk
-            head, _, buf = buf.partition(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            while len(buf) < length:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return
-                buf += chunk
-            buf = buf[length:]
-            if delay:
-                gevent.sleep(delay)
-            sock.sendall(ANSWER)
-    except OSError:
-        return
-    finally:
-        sock.close()
-
-listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-listener.bind(("127.0.0.1", port))
-listener.listen(1024)
-server = StreamServer(listener, handle)
-server.start()
-print(listener.getsockname()[1], flush=True)
-server.serve_forever()
-"""
 
 BASELINE = r"""
 from gevent import monkey
@@ -218,15 +167,21 @@ class Run:
         return proc
 
     def receiver(self, delay: float) -> tuple[str, list[subprocess.Popen]]:
-        first = self.spawn(RECEIVER, "0", str(delay))
-        port = first.stdout.readline().strip()
-        if not port:
-            raise SystemExit("the receiver did not start")
-        procs = [first]
-        for _ in range(self.args.receivers - 1):
-            proc = self.spawn(RECEIVER, port, str(delay))
-            proc.stdout.readline()
+        """--receivers processes of bench/receiver.py sharing one port."""
+        port = "0"
+        procs = []
+        for _ in range(self.args.receivers):
+            proc = subprocess.Popen(
+                [sys.executable, str(HERE / "receiver.py"), "--port", port, "--reuse-port"]
+                + ["--delay", str(delay)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            self.procs.append(proc)
             procs.append(proc)
+            port = proc.stdout.readline().strip()
+            if not port:
+                raise SystemExit("the receiver did not start")
         return f"http://127.0.0.1:{port}/hook", procs
 
     def stop_procs(self, procs: list[subprocess.Popen]) -> None:

@@ -7,7 +7,7 @@ POST whose JSON body carries `"t"` (the sender's time.time() when the webhook en
 system) adds one end-to-end latency sample; `Webhook-Id` (or `"n"` in the body) counts
 distinct deliveries, so duplicates show.
 
-    python bench/receiver.py [--delay SECONDS] [--port N]
+    python bench/receiver.py [--delay SECONDS] [--port N] [--reuse-port]
 
 prints the port it listens on, then serves until killed. `GET /stats` answers a JSON
 summary; `POST /reset` forgets everything.
@@ -83,12 +83,14 @@ class Client:
         self.answering = False  # an answer waits for its delay: parse nothing more yet
 
 
-def serve(delay: float, port: int) -> None:
+def serve(delay: float, port: int, reuse_port: bool = False) -> None:
     stats = Stats()
     selector = selectors.DefaultSelector()
     later: list[tuple[float, int, Client]] = []  # (when, tiebreak, client): delayed answers
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # several receiver processes on one port, the kernel spreading connections
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     server.bind(("127.0.0.1", port))
     server.listen(1024)
     server.setblocking(False)
@@ -187,8 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before answering")
     parser.add_argument("--port", type=int, default=0, help="port (default: any free one)")
+    parser.add_argument(
+        "--reuse-port", action="store_true", help="share the port with other receivers"
+    )
     args = parser.parse_args(argv)
-    serve(args.delay, args.port)
+    serve(args.delay, args.port, args.reuse_port)
     return 0
 
 
