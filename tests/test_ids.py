@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from gethookd.ids import uuid7s
+from gethookd.ids import text, uuid7s, uuid7s_with_text
 
 
 def test_uuid7s_are_version_7_and_start_with_the_time():
@@ -34,3 +34,21 @@ def test_the_random_part_varies():
     tails = {made.int & ((1 << 62) - 1) for made in ids}
     assert len(tails) == 200
     assert len({made.bytes[6:] for made in ids}) == 200
+
+
+def test_uuid7s_with_text_gives_each_id_and_its_text():
+    before_ms = time.time_ns() // 1_000_000
+    pairs = uuid7s_with_text(300)
+    assert len({made for made, _ in pairs}) == 300
+    for made, written in pairs:
+        assert written == str(made)
+        assert made.version == 7 and made.variant == uuid.RFC_4122
+        assert made.int >> 80 >= before_ms
+    assert uuid7s_with_text(0) == []
+
+
+def test_text_is_str_of_the_id_whether_remembered_or_not():
+    ids = [uuid.uuid4() for _ in range(50)]
+    assert [text(i) for i in ids] == [str(i) for i in ids]
+    assert [text(i) for i in ids] == [str(i) for i in ids]  # now from memory
+    assert text(uuid.UUID(str(ids[0]))) == str(ids[0])  # an equal id, another object

@@ -25,7 +25,7 @@ import psycopg2
 
 from gethookd import db
 from gethookd.db import QUERIES, connect
-from gethookd.ids import uuid7s
+from gethookd.ids import text, uuid7s_with_text
 
 log = logging.getLogger("gethookd.committer")
 
@@ -81,17 +81,18 @@ def store_params(items: list[Pending]) -> dict[str, str]:
     events: list[dict] = []
     deliveries: list[dict] = []
     keys: list[dict] = []
-    fresh = uuid7s(len(items))
-    for p, new_id in zip(items, fresh, strict=True):
+    fresh = uuid7s_with_text(len(items))
+    for p, (new_id, new_text) in zip(items, fresh, strict=True):
         if p.id is None:
-            p.id = new_id
-        event_id = str(p.id)
+            p.id, event_id = new_id, new_text
+        else:
+            event_id = str(p.id)
         events.append(
             {
                 "id": event_id,
-                "account_id": str(p.account_id),
+                "account_id": text(p.account_id),
                 "direction": p.direction,
-                "source_id": str(p.source_id) if p.source_id else None,
+                "source_id": text(p.source_id) if p.source_id else None,
                 "event_type": p.event_type,
                 "external_event_id": p.external_event_id,
                 "headers": p.headers,
@@ -106,13 +107,13 @@ def store_params(items: list[Pending]) -> dict[str, str]:
             }
         )
         if p.dedup_key is not None:
-            keys.append({"event_id": event_id, "source_id": str(p.source_id), "key": p.dedup_key})
+            keys.append({"event_id": event_id, "source_id": text(p.source_id), "key": p.dedup_key})
         for dest, max_attempts, backoff in p.targets:
             deliveries.append(
                 {
                     "event_id": event_id,
-                    "destination_id": str(dest),
-                    "account_id": str(p.account_id),
+                    "destination_id": text(dest),
+                    "account_id": text(p.account_id),
                     "max_attempts": max_attempts,
                     "backoff": backoff,
                 }

@@ -22,6 +22,7 @@ import psycopg2.errors
 from gethookd import logs, metrics, verify
 from gethookd.db import Cursor
 from gethookd.errors import NotFound, TooLarge, Unauthorized
+from gethookd.ids import text
 from gethookd.services.base import Service
 from gethookd.services.catalog import open_verification_config
 from gethookd.services.catalog_cache import CatalogCache
@@ -102,12 +103,12 @@ class Events(Service):
             headers={k: v for k, v in lower.items() if k not in source.drop},
             body=body,
             content_type=lower.get("content-type"),
-            created_by=f"source:{source.id}",
+            created_by=source.created_by,
             targets=_targets(source.routes, event_type),
             check_source=True,
             dedup_key=dedup_key,
             received=started,
-            what=f"received from source {source.id} ({len(body)} bytes)",
+            what=f"{source.received_from} ({len(body)} bytes)",
         )
         if self.committer is not None:
             event = self.committer.submit(pending)  # logged and counted by _after_ingests
@@ -137,6 +138,8 @@ class Events(Service):
             config=config,
             drop=frozenset(_DROP_HEADERS | verify.credential_headers(row["auth_mode"], config)),
             routes=routes,
+            created_by=f"source:{row['id']}",
+            received_from=f"received from source {row['id']}",
         )
 
     def publish(
@@ -344,7 +347,7 @@ def _after_ingests(items: list[Pending]) -> None:
         event = item.result
         if event is None:  # the source went away: that request counts its own 404
             continue
-        source = str(item.source_id)
+        source = text(item.source_id)
         seconds.append(now - item.received)
         if event.get("duplicate"):
             outcomes[source, "duplicate"] += 1
@@ -422,6 +425,9 @@ class IngestSource:
     config: dict
     drop: frozenset[str]
     routes: list[dict]
+    # Texts naming it in each event and log line, written once per cache entry.
+    created_by: str = ""  # source:<id>
+    received_from: str = ""  # received from source <id>
 
 
 def _targets(routes: list[dict], event_type: str | None) -> list[tuple[uuid.UUID, int, str]]:
