@@ -38,9 +38,11 @@ class Connection:
         self.sock.setblocking(False)
         self.buf = b""
         self.scheduled = 0.0  # of the request in flight
+        self.busy = False  # a request is in flight
 
-    def answer(self) -> int | None:
-        """The status of the answer in the buffer, once it is complete (else None)."""
+    def answer(self) -> tuple[int, bool] | None:
+        """The status of the answer in the buffer, and whether the server closes the
+        connection after it, once the answer is complete (else None)."""
         head_end = self.buf.find(b"\r\n\r\n")
         if head_end < 0:
             return None
@@ -59,9 +61,7 @@ class Connection:
         if len(self.buf) < end:
             return None
         self.buf = self.buf[end:]
-        if close:
-            raise ConnectionResetError("server closed the connection")
-        return int(lines[0].split(b" ")[1])
+        return int(lines[0].split(b" ")[1]), close
 
 
 class Target:
@@ -89,18 +89,18 @@ def run(urls: list[str], rate: float, seconds: float, connections: int, event_ty
     in_flight = 0
     prefix = '{"type": ' + json.dumps(event_type) + ', "n": '
 
+    def close(conn: Connection) -> None:
+        conn.target.open -= 1
+        selector.unregister(conn.sock)
+        conn.sock.close()
+        if conn.target.waiting:  # a new connection takes the next one waiting
+            send(conn.target, *conn.target.waiting.popleft())
+
     def fail(conn: Connection | None, exc: Exception) -> None:
         errors[type(exc).__name__] += 1
         statuses["error"] += 1
         if conn is not None:
-            conn.target.open -= 1
-            try:
-                selector.unregister(conn.sock)
-            except (KeyError, ValueError):
-                pass
-            conn.sock.close()
-            if conn.target.waiting:  # a new connection takes the next one waiting
-                send(conn.target, *conn.target.waiting.popleft())
+            close(conn)
 
     def send(target: Target, i: int, scheduled: float) -> None:
         nonlocal in_flight
@@ -128,25 +128,43 @@ def run(urls: list[str], rate: float, seconds: float, connections: int, event_ty
             fail(conn, exc)
             return
         conn.scheduled = scheduled
+        conn.busy = True
         in_flight += 1
 
     def receive(conn: Connection) -> None:
         nonlocal in_flight
+        if not conn.busy:  # an idle connection the server closed (its keep-alive timeout)
+            try:
+                still_open = conn.sock.recv(65536) != b""
+            except BlockingIOError:
+                return
+            except OSError:
+                still_open = False
+            if not still_open:
+                conn.target.idle.remove(conn)
+                close(conn)
+            return
         try:
             chunk = conn.sock.recv(65536)
             if not chunk:
                 raise ConnectionResetError("server closed the connection")
             conn.buf += chunk
-            status = conn.answer()
+            answered = conn.answer()
         except (OSError, ValueError, IndexError) as exc:
             in_flight -= 1
+            conn.busy = False
             fail(conn, exc)
             return
-        if status is None:
+        if answered is None:
             return
+        status, closing = answered
         in_flight -= 1
+        conn.busy = False
         statuses[str(status)] += 1
         latencies.append(time.monotonic() - conn.scheduled)
+        if closing:  # answered, then closed by the server: the next request opens another
+            close(conn)
+            return
         target = conn.target
         target.idle.append(conn)
         if target.waiting:
