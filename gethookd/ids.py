@@ -38,15 +38,15 @@ def _uuid7_bytes(count: int) -> list[bytes]:
     return ids
 
 
-_TEXT: dict[uuid.UUID, str] = {}
+_ID_TEXT: dict[uuid.UUID, str] = {}
 
 
-def text(value: uuid.UUID) -> str:
+def id_text(value: uuid.UUID) -> str:
     """str(value), remembered: for the few ids named by every request (accounts, sources,
     destinations), whose text the hot path would otherwise write out again each time."""
-    found = _TEXT.get(value)
+    found = _ID_TEXT.get(value)
     if found is None:
-        if len(_TEXT) >= 10_000:
-            _TEXT.clear()
-        found = _TEXT[value] = str(value)
+        if len(_ID_TEXT) >= 10_000:
+            _ID_TEXT.clear()
+        found = _ID_TEXT[value] = str(value)
     return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from gethookd.ids import text, uuid7s, uuid7s_with_text
+from gethookd.ids import id_text, uuid7s, uuid7s_with_text
 
 
 def test_uuid7s_are_version_7_and_start_with_the_time():
@@ -47,8 +47,8 @@ def test_uuid7s_with_text_gives_each_id_and_its_text():
     assert uuid7s_with_text(0) == []
 
 
-def test_text_is_str_of_the_id_whether_remembered_or_not():
+def test_id_text_is_str_of_the_id_whether_remembered_or_not():
     ids = [uuid.uuid4() for _ in range(50)]
-    assert [text(i) for i in ids] == [str(i) for i in ids]
-    assert [text(i) for i in ids] == [str(i) for i in ids]  # now from memory
-    assert text(uuid.UUID(str(ids[0]))) == str(ids[0])  # an equal id, another object
+    assert [id_text(i) for i in ids] == [str(i) for i in ids]
+    assert [id_text(i) for i in ids] == [str(i) for i in ids]  # now from memory
+    assert id_text(uuid.UUID(str(ids[0]))) == str(ids[0])  # an equal id, another object

@@ -25,7 +25,7 @@ import psycopg2
 
 from gethookd import db
 from gethookd.db import QUERIES, connect
-from gethookd.ids import text, uuid7s_with_text
+from gethookd.ids import id_text, uuid7s_with_text
 
 log = logging.getLogger("gethookd.committer")
 
@@ -90,9 +90,9 @@ def store_params(items: list[Pending]) -> dict[str, str]:
         events.append(
             {
                 "id": event_id,
-                "account_id": text(p.account_id),
+                "account_id": id_text(p.account_id),
                 "direction": p.direction,
-                "source_id": text(p.source_id) if p.source_id else None,
+                "source_id": id_text(p.source_id) if p.source_id else None,
                 "event_type": p.event_type,
                 "external_event_id": p.external_event_id,
                 "headers": p.headers,
@@ -107,13 +107,15 @@ def store_params(items: list[Pending]) -> dict[str, str]:
             }
         )
         if p.dedup_key is not None:
-            keys.append({"event_id": event_id, "source_id": text(p.source_id), "key": p.dedup_key})
+            keys.append(
+                {"event_id": event_id, "source_id": id_text(p.source_id), "key": p.dedup_key}
+            )
         for dest, max_attempts, backoff in p.targets:
             deliveries.append(
                 {
                     "event_id": event_id,
-                    "destination_id": text(dest),
-                    "account_id": text(p.account_id),
+                    "destination_id": id_text(dest),
+                    "account_id": id_text(p.account_id),
                     "max_attempts": max_attempts,
                     "backoff": backoff,
                 }

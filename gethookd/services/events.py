@@ -22,7 +22,7 @@ import psycopg2.errors
 from gethookd import logs, metrics, verify
 from gethookd.db import Cursor
 from gethookd.errors import NotFound, TooLarge, Unauthorized
-from gethookd.ids import text
+from gethookd.ids import id_text
 from gethookd.services.base import Service
 from gethookd.services.catalog import open_verification_config
 from gethookd.services.catalog_cache import CatalogCache
@@ -347,7 +347,7 @@ def _after_ingests(items: list[Pending]) -> None:
         event = item.result
         if event is None:  # the source went away: that request counts its own 404
             continue
-        source = text(item.source_id)
+        source = id_text(item.source_id)
         seconds.append(now - item.received)
         if event.get("duplicate"):
             outcomes[source, "duplicate"] += 1
