@@ -103,12 +103,12 @@ class Events(Service):
             headers={k: v for k, v in lower.items() if k not in source.drop},
             body=body,
             content_type=lower.get("content-type"),
-            created_by=source.created_by,
+            created_by=f"source:{id_text(source.id)}",
             targets=_targets(source.routes, event_type),
             check_source=True,
             dedup_key=dedup_key,
             received=started,
-            what=f"{source.received_from} ({len(body)} bytes)",
+            what=f"received from source {id_text(source.id)} ({len(body)} bytes)",
         )
         if self.committer is not None:
             event = self.committer.submit(pending)  # logged and counted by _after_ingests
@@ -138,8 +138,6 @@ class Events(Service):
             config=config,
             drop=frozenset(_DROP_HEADERS | verify.credential_headers(row["auth_mode"], config)),
             routes=routes,
-            created_by=f"source:{row['id']}",
-            received_from=f"received from source {row['id']}",
         )
 
     def publish(
@@ -425,9 +423,6 @@ class IngestSource:
     config: dict
     drop: frozenset[str]
     routes: list[dict]
-    # Texts naming it in each event and log line, written once per cache entry.
-    created_by: str = ""  # source:<id>
-    received_from: str = ""  # received from source <id>
 
 
 def _targets(routes: list[dict], event_type: str | None) -> list[tuple[uuid.UUID, int, str]]:
