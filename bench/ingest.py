@@ -236,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
             "PORT": str(port),
             "BASE_URL": f"http://127.0.0.1:{port}",
             "PYTHONPATH": str(root),
+            # The naive baseline's shape (two worker processes), whatever the machine.
+            "API_WORKERS": "2",
             **extra,
         }
         # The checkout under test goes first on sys.path (ahead of an editable install).

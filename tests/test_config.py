@@ -16,7 +16,7 @@ def test_defaults_match_the_deployment_guide():
     assert cfg.WORKER_POLL_INTERVAL == 5.0
     assert cfg.WORKER_MAX_CONCURRENCY == 10
     assert cfg.DELIVERY_TIMEOUT == 30.0
-    assert cfg.API_WORKERS == 2
+    assert cfg.API_WORKERS == max(1, config_mod.usable_cpus() // 2)  # auto
     assert cfg.WORKER_PROCESSES == 1
     assert cfg.BASE_URL == "http://localhost:8080"
     assert cfg.embedded
@@ -136,3 +136,34 @@ def test_every_command_has_help():
         assert result.returncode == 0
         assert "Usage:" in result.stdout
     assert _cli("--version").stdout.strip().startswith("gethookd")
+
+
+def test_api_workers_auto_is_one_per_two_usable_cpus(tmp_path):
+    """auto sizes the API from the CPUs this process may use; a number is taken as given."""
+    assert load(None, {"API_WORKERS": "auto"}).API_WORKERS == max(1, config_mod.usable_cpus() // 2)
+    assert load(None, {"API_WORKERS": "3"}).API_WORKERS == 3
+    with pytest.raises(ConfigError, match="API_WORKERS"):
+        load(None, {"API_WORKERS": "0"})
+
+
+def test_usable_cpus_is_capped_by_a_containers_quota(tmp_path):
+    """A container sees the host's CPUs; its cgroup's quota says how many it may use."""
+    import os
+
+    affinity = len(os.sched_getaffinity(0))
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs: rounds up to 2
+    assert config_mod.usable_cpus(str(v2)) == min(affinity, 2)
+    (v2 / "cpu.max").write_text("50000 100000\n")  # half a CPU: still one process
+    assert config_mod.usable_cpus(str(v2)) == 1
+    (v2 / "cpu.max").write_text("max 100000\n")  # no quota
+    assert config_mod.usable_cpus(str(v2)) == affinity
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert config_mod.usable_cpus(str(v1)) == 1
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")  # v1 without a quota
+    assert config_mod.usable_cpus(str(v1)) == affinity
+    assert config_mod.usable_cpus(str(tmp_path / "none")) == affinity
