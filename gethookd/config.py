@@ -74,14 +74,23 @@ def _cgroup_cpu_quota(root: Path) -> float | None:
     return quota / period if quota > 0 and period > 0 else None
 
 
-def _api_workers(raw: str) -> int:
-    """A number of processes; `auto`: one per two usable CPUs, at least 1. An API process
-    can keep a core busy, and it shares the machine with the delivery processes and often
-    PostgreSQL: on 2 CPUs a second API process only competed with them for CPU (end to end
-    at 1,000/s, p50 12.6 ms against 9.6 ms with one; bench/RESULTS.md)."""
+def _api_workers(raw: str) -> int | None:
+    """A number of processes; `auto` is None (sized by the role at start: api_workers)."""
     if raw.strip().lower() == "auto":
-        return max(1, usable_cpus() // 2)
+        return None
     return _positive_int(raw)
+
+
+def api_workers(config: Config, role: str) -> int:
+    """API_WORKERS, `auto` sized for the role: an API process can keep a core busy, so an
+    API-only instance gets one per usable CPU; one that also runs delivery processes (and
+    often PostgreSQL) gets one per two, at least 1. On 2 CPUs a second API process only
+    competed with those for CPU (end to end at 1,000/s, p50 12.6 ms against 9.6 ms with
+    one; bench/RESULTS.md)."""
+    if config.API_WORKERS is not None:
+        return config.API_WORKERS
+    cpus = usable_cpus()
+    return cpus if role == "api" else max(1, cpus // 2)
 
 
 def _non_negative_int(raw: str) -> int:
@@ -290,8 +299,9 @@ SETTINGS: tuple[Setting, ...] = (
         "API_WORKERS",
         _api_workers,
         "auto",
-        "gunicorn worker processes serving the API; auto: one per two CPUs this process may "
-        "use (its affinity and a container's CPU quota), at least 1.",
+        "gunicorn worker processes serving the API; auto: one per CPU this process may use "
+        "(its affinity and a container's CPU quota) with --role api, else one per two, at "
+        "least 1.",
     ),
     Setting(
         "API_THREADS",
@@ -421,8 +431,10 @@ class Config:
         shown: dict[str, str] = {}
         for setting in SETTINGS:
             value = self.values[setting.name]
-            if setting.parse is _buffer_size:
-                shown[setting.name] = "auto" if value is None else f"{value}kB"
+            if setting.parse in (_buffer_size, _api_workers) and value is None:
+                shown[setting.name] = "auto"
+            elif setting.parse is _buffer_size:
+                shown[setting.name] = f"{value}kB"
             elif value is None:
                 shown[setting.name] = "(unset)"
             elif setting.name == "DATABASE_URL":

@@ -16,7 +16,8 @@ def test_defaults_match_the_deployment_guide():
     assert cfg.WORKER_POLL_INTERVAL == 5.0
     assert cfg.WORKER_MAX_CONCURRENCY == 10
     assert cfg.DELIVERY_TIMEOUT == 30.0
-    assert cfg.API_WORKERS == max(1, config_mod.usable_cpus() // 2)  # auto
+    assert cfg.API_WORKERS is None  # auto: sized by the role at start
+    assert cfg.masked()["API_WORKERS"] == "auto"
     assert cfg.WORKER_PROCESSES == 1
     assert cfg.BASE_URL == "http://localhost:8080"
     assert cfg.embedded
@@ -138,10 +139,17 @@ def test_every_command_has_help():
     assert _cli("--version").stdout.strip().startswith("gethookd")
 
 
-def test_api_workers_auto_is_one_per_two_usable_cpus(tmp_path):
-    """auto sizes the API from the CPUs this process may use; a number is taken as given."""
-    assert load(None, {"API_WORKERS": "auto"}).API_WORKERS == max(1, config_mod.usable_cpus() // 2)
-    assert load(None, {"API_WORKERS": "3"}).API_WORKERS == 3
+def test_api_workers_auto_is_sized_by_the_role():
+    """auto: one API process per usable CPU for an API-only instance, one per two when the
+    instance also runs delivery processes; a number is taken as given."""
+    cpus = config_mod.usable_cpus()
+    auto = load(None, {"API_WORKERS": "auto"})
+    assert config_mod.api_workers(auto, "api") == cpus
+    assert config_mod.api_workers(auto, "all") == max(1, cpus // 2)
+    three = load(None, {"API_WORKERS": "3"})
+    assert three.API_WORKERS == 3
+    assert config_mod.api_workers(three, "all") == config_mod.api_workers(three, "api") == 3
+    assert three.masked()["API_WORKERS"] == "3"
     with pytest.raises(ConfigError, match="API_WORKERS"):
         load(None, {"API_WORKERS": "0"})
 

@@ -213,3 +213,25 @@ def test_observe_many_counts_as_observing_each_amount():
     assert get("h_seconds_bucket", {"le": "0.001"}) == 2  # a bound holds what equals it
     assert get("h_seconds_bucket", {"le": "1.0"}) == 7
     assert get("h_seconds_count") == 8 and get("h_seconds_sum") == pytest.approx(sum(amounts))
+
+
+def test_api_workers_auto_starts_one_per_cpu_for_the_api_role(daemon_factory):
+    """API_WORKERS=auto: an API-only instance runs one API process per usable CPU (the
+    whole instance, with delivery processes beside them, one per two)."""
+    from gethookd.config import usable_cpus
+
+    daemon = daemon_factory(role="api", API_WORKERS="auto")
+    wait_for(
+        lambda: total(scrape(daemon.url), "gethookd_processes", role="api") == usable_cpus(),
+        15,
+        "one API process per CPU",
+    )
+    assert f"{usable_cpus()} API process(es)" in daemon.log()
+    both = daemon_factory(API_WORKERS="auto")
+    wait_for(
+        lambda: (
+            total(scrape(both.url), "gethookd_processes", role="api") == max(1, usable_cpus() // 2)
+        ),
+        15,
+        "one API process per two CPUs",
+    )

@@ -133,7 +133,7 @@ def run(config: Config, role: str) -> int:
     samples = metrics_dir.use_directory()
     try:
         try:
-            config = embedded.prepare(config)
+            config = _sized(embedded.prepare(config), role)
         except Exception as exc:
             log.error("cannot prepare the embedded database: %s", exc)
             return EXIT_BOOT
@@ -147,15 +147,16 @@ def run(config: Config, role: str) -> int:
             return EXIT_OK
 
         def reload_config() -> Config:
-            new = embedded.prepare(config_mod.load(config.config_file))
+            new = _sized(embedded.prepare(config_mod.load(config.config_file)), role)
             logs.setup(new.LOG_LEVEL, new.LOG_FORMAT)
             return new
 
         log.info(
-            "gethookd starting: role %s, API on %s:%s, %d delivery process(es)",
+            "gethookd starting: role %s, API on %s:%s, %d API process(es), %d delivery process(es)",
             role,
             config.HOST,
             config.PORT,
+            config.API_WORKERS if role != "worker" else 0,
             config.WORKER_PROCESSES if role != "api" else 0,
         )
         _log_destination_policy(config)
@@ -167,6 +168,11 @@ def run(config: Config, role: str) -> int:
     finally:
         embedded.stop()
         metrics_dir.remove_directory(samples)
+
+
+def _sized(config: Config, role: str) -> Config:
+    """The configuration with API_WORKERS=auto made a number for this role."""
+    return config.with_values(API_WORKERS=config_mod.api_workers(config, role))
 
 
 def _log_destination_policy(config: Config) -> None:
