@@ -38,12 +38,28 @@ sys.exit(worker.main(cfg, 1))
 """
 
 
+# The delivery process as WORKER runs it, with a claim or finish of its own forever in
+# progress (its turn taken and never given back).
+TURN_HELD = WORKER.replace(
+    "sys.exit(",
+    """
+init = worker.DeliveryWorker.__init__
+
+def held(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    self._turn.acquire()
+
+worker.DeliveryWorker.__init__ = held
+sys.exit(""",
+)
+
+
 class WorkerProcess:
-    def __init__(self, env: dict[str, str], log_path) -> None:
+    def __init__(self, env: dict[str, str], log_path, script: str = WORKER) -> None:
         self.log_path = log_path
         self.log_file = open(log_path, "ab")  # noqa: SIM115 - closed in kill()
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", WORKER],
+            [sys.executable, "-c", script],
             env={**os.environ, **env},
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
@@ -73,12 +89,12 @@ class WorkerProcess:
 def start_worker(base_env, tmp_path):
     started: list[WorkerProcess] = []
 
-    def start(**env: str) -> WorkerProcess:
+    def start(script: str = WORKER, **env: str) -> WorkerProcess:
         path = tmp_path / f"worker-{len(started)}.log"
         # These tests mostly send to one destination and count on the whole pool: the
         # per-destination cap (tests/test_fairness.py) is the pool's size unless given.
         env.setdefault("DESTINATION_MAX_IN_FLIGHT", env.get("WORKER_MAX_CONCURRENCY", "10"))
-        started.append(WorkerProcess({**base_env, **env}, path))
+        started.append(WorkerProcess({**base_env, **env}, path, script))
         return started[-1]
 
     yield start
@@ -180,6 +196,30 @@ def test_events_arrive_signed_with_their_headers_and_auth(gw, database, sink, st
         [attempt] = attempts_of(database, event_id)
         assert (attempt["outcome"], attempt["response_status"]) == ("success", 200)
         assert attempt["response_body"] == "ok" and attempt["latency_ms"] >= 0
+
+
+def test_with_slack_a_claim_waits_its_turn_but_never_long(gw, database, start_worker):
+    """No backlog: a claim waits for the process's claim or finish in progress (they take
+    turns), but at most TURN_WAIT, so a finish held up elsewhere never stops deliveries."""
+    from gethookd.process.worker import TURN_WAIT
+
+    arrived: list[float] = []
+    sink = Sink(lambda n, path, body: (arrived.append(time.monotonic()), (200, 0.0))[1])
+    try:
+        route = Route(gw, sink.url + "/hook")
+        start_worker(script=TURN_HELD)
+        delays = []
+        for _ in range(8):
+            begun = time.monotonic()
+            [event_id] = route.ingest(1)
+            wait_for(lambda e=event_id: all_in(database, [e], "delivered"), what="the delivery")
+            delays.append(arrived[-1] - begun)
+    finally:
+        sink.close()
+    # A NOTIFY wakes an idle process in milliseconds, and its claim then waited; only one
+    # that had started a moment before (the once-a-second look for cool-downs) waits less.
+    assert sorted(delays)[len(delays) // 2] >= TURN_WAIT
+    assert max(delays) < 2.0
 
 
 def test_timeouts_and_network_errors_are_recorded(gw, database, start_worker):
