@@ -74,11 +74,12 @@ class DeliveryWorker:
         # While there is slack (the last claim was not full), this process's claims and
         # finishes take turns: run at once they only competed for the CPUs PostgreSQL
         # shares, and both, and the API's group commits, ended later (end to end at
-        # 1,000/s, p50 6.6-6.8 ms against 8.1-8.8; bench/RESULTS.md). Through a backlog they
-        # overlap: taking turns cost a fifth of a process's peak rate. A turn is waited for
-        # at most TURN_WAIT: a finish held up by another process's lock never stops claims.
+        # 1,000/s, p50 7.3-8.6 ms against 8.9-10.9 alternating; bench/RESULTS.md). Through a
+        # backlog they overlap: taking turns cost a fifth of a process's peak rate. A turn is
+        # waited for at most TURN_WAIT: a finish held up by another process's lock never
+        # stops claims.
         self._turn = gevent.lock.Semaphore()
-        self._backlog = False
+        self._backlog = False  # the last claim came back full: more is due
         self._flusher_stop = False
         self._flusher: gevent.Greenlet | None = None
         self._claim_min = max(1, min(CLAIM_BATCH, config.WORKER_MAX_CONCURRENCY) // 2)
@@ -99,7 +100,6 @@ class DeliveryWorker:
         replayer = gevent.spawn(replay.run_forever, self.config)  # bulk replay jobs
         releaser = gevent.spawn(self._release_loop)
         failures = 0
-        busy = False  # the last claim came back full: more is due
         try:
             while not self.stopping:
                 self._probe_step()  # also when every slot is busy
@@ -107,7 +107,7 @@ class DeliveryWorker:
                 if free == 0:
                     self.pool.wait_available(timeout=1.0)
                     continue
-                if busy and free < self._claim_min:
+                if self._backlog and free < self._claim_min:
                     # Claim for several slots at once rather than one claim per freed slot
                     # (each claim is a commit): wait a few milliseconds for more to free up.
                     until = time.monotonic() + CLAIM_GATHER
@@ -142,7 +142,7 @@ class DeliveryWorker:
                 # destination that still had room for others, or their event was locked
                 # for a moment (claim again at once; after a short pause if that was all).
                 more = claimed.parked or (claimed.trimmed and jobs) or claimed.lost
-                busy = self._backlog = len(jobs) == limit or bool(more)
+                self._backlog = len(jobs) == limit or bool(more)
                 if claimed.lost and not jobs and not claimed.parked:
                     self.wake.wait(timeout=CLAIM_RETRY)
                 elif len(jobs) < limit and not more:
