@@ -193,6 +193,36 @@ def test_bookkeeping_after_commit_neither_holds_back_nor_stops_commits(gw, db_ur
     assert _scalar(database, "SELECT count(*) FROM events") == 4
 
 
+def test_under_load_a_short_batch_waits_briefly_for_more(gw, db_url, database):
+    """At a light load an event is written at once. After a batch of 8 (load), a smaller
+    batch waits up to gather_wait for more: an event that comes meanwhile is written in the
+    same statement (one transaction: one created_at), and none waits longer than that."""
+    _, source, dest, _ = _pipeline(gw)
+    account = _scalar(database, "SELECT account_id FROM sources")
+    committer = Committer(db_url, gather_wait=2.0)
+    try:
+        started = time.monotonic()
+        committer.submit(_pending(account, source, dest))  # idle, the last batch 0
+        committer.submit(_pending(account, source, dest))  # the last batch 1: no load
+        assert time.monotonic() - started < 1.5
+
+        committer._last = 8  # as after a batch of 8 under load
+        with ThreadPoolExecutor(2) as pool:
+            started = time.monotonic()
+            first = pool.submit(committer.submit, _pending(account, source, dest))
+            time.sleep(0.2)
+            second = pool.submit(committer.submit, _pending(account, source, dest))
+            ids = [first.result(10)["id"], second.result(10)["id"]]
+        waited = time.monotonic() - started
+        assert 2.0 <= waited < 8
+    finally:
+        committer.close()
+    with database.transaction() as cur:
+        cur.raw.execute("SELECT DISTINCT created_at FROM events WHERE id = ANY(%s)", (ids,))
+        assert len(cur.raw.fetchall()) == 1  # one statement
+    assert _scalar(database, "SELECT count(*) FROM events") == 4
+
+
 def test_a_bad_event_in_a_batch_fails_alone(gw, db_url, database):
     _, source, dest, _ = _pipeline(gw)
     account = _scalar(database, "SELECT account_id FROM sources")
