@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--duration", type=int, default=8, help="seconds per round (8)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds, cases alternating (3)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds, cases alternating (5)")
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per run (3)")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (2)")
