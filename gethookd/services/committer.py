@@ -9,7 +9,7 @@ At a light load a batch is one event, written at once, and costs what a lone tra
 costs. Under load (the last batch held GATHER_FROM or more), a batch smaller than the last
 waits up to GATHER_WAIT for more requests: every statement costs PostgreSQL a fixed ~320 us
 besides its ~58 us an event, and the committer its own fixed share, so fewer and larger
-batches leave more of the machine to the requests (ingest at 64 connections: +18%,
+batches leave more of the machine to the requests (ingest at 64 connections: +12-18%,
 bench/RESULTS.md).
 """
 
