@@ -1,0 +1,16 @@
+-- Room on each events page for the event's own next versions.
+--
+-- Every delivery rewrites its event twice: the claim marks it delivering, the finish writes
+-- its summary (status, attempts, next attempt). None of those columns is indexed, so each
+-- rewrite can be a HOT update (the new version on the same page, no index entry), but only
+-- if the page has room: a claim of 50 events updates every row of the pages they fill in
+-- one transaction, and with pages packed full 82% of the updates went to a new page and
+-- wrote an entry in each of the table's five indexes. At fillfactor 50 an insert fills half
+-- a page; every claim's and finish's update stayed on its page (the claim's old versions
+-- are pruned before the finish needs the room).
+-- PostgreSQL's CPU per delivery through claim and finish, batches of 50, 20,000 events, two
+-- scratch databases alternating (bench/RESULTS.md, 2026-11-30): 264-316 us packed, 216-246
+-- us with the room. The table was smaller after the run too (82 against 98 MB with 1 KB
+-- headers): a version moved to a new page leaves a dead one behind on the old.
+-- Pages written before this migration keep their layout; new pages get the room.
+ALTER TABLE events SET (fillfactor = 50);
