@@ -759,32 +759,3 @@ def test_a_prepared_finish_planned_on_empty_tables_still_reads_a_few_rows(gw, da
         in_flight,
     )
     assert buffers < 700, f"a prepared finish of 10 touched {buffers} buffers"
-
-
-def test_claims_and_finishes_rewrite_each_event_on_its_own_page(gw, database):
-    """The claim and the finish each rewrite their events (status, attempts). With room on
-    the page (fillfactor, migration 0014) every new version stays beside the old one, a HOT
-    update that writes no entry in the events' five indexes; on packed pages most moved."""
-    pipe = Pipeline(gw)
-    # A provider's usual headers and a body of some size: a row near a kilobyte.
-    headers = {"Content-Type": "application/json"}
-    headers.update({f"X-Provider-Header-{i}": "v" * 40 for i in range(12)})
-    for i in range(150):
-        gw.ingest(pipe.token, json.dumps({"n": i, "pad": "x" * 300}).encode(), headers)
-
-    def pages() -> dict:
-        rows = sql(database, "SELECT id, (ctid::text::point)[0] AS page FROM events")
-        return {row["id"]: row["page"] for row in rows}
-
-    before = pages()
-    recorded = 0
-    while jobs := queue.claim(database, 50, LEASE):
-        statuses = queue.finish_many(database, [queue.Finished(job, OK, None) for job in jobs])
-        recorded += statuses.count("succeeded")
-    assert recorded == 150
-    assert [e["status"] for e in sql(database, "SELECT DISTINCT status FROM events")] == [
-        "delivered"
-    ]
-    after = pages()
-    moved = sum(after[event_id] != page for event_id, page in before.items())
-    assert moved == 0, f"{moved} of {len(before)} events moved to another page"
