@@ -21,21 +21,22 @@ OK_OR_RELEASED = ("success", "cancelled")  # outcomes that are not a destination
 
 @dataclass(frozen=True)
 class Job:
-    """One claimed delivery: everything sending needs, and the lease that fences it."""
+    """One claimed delivery: everything sending needs, and the lease that fences it. Its
+    ids are text, as the claim returns them (see claim_deliveries)."""
 
-    delivery_id: Any
-    lease_token: Any
-    attempt_id: Any
+    delivery_id: str
+    lease_token: str
+    attempt_id: str
     attempt_number: int
     max_attempts: int
     backoff: str
-    event_id: Any
-    account_id: Any
+    event_id: str
+    account_id: str
     event_type: str | None
     direction: str
     body: bytes
     content_type: str | None
-    destination_id: Any
+    destination_id: str
     url: str
     timeout_seconds: int
     signing_secret_enc: str | None
@@ -212,8 +213,8 @@ def finish_batch(db: Database, batch: list[Finished], circuit: Circuit | None = 
     params = finish_params(batch, circuit)
     with _single_statement(db) as cur:
         rows = cur.prepared("finish_deliveries", params, before=PLAN_BY_KEY)
-    got = {row["delivery_id"]: row["status"] for row in rows}
-    statuses = [got.get(f.job.delivery_id) for f in batch]
+    got = {row["delivery_id"]: row["status"] for row in rows}  # ids as text
+    statuses = [got.get(str(f.job.delivery_id)) for f in batch]
     transitions = (rows[0]["transitions"] if rows else None) or []
     if any(s == "pending" and not f.retry_in for s, f in zip(statuses, batch, strict=True)):
         with _single_statement(db) as cur:

@@ -81,7 +81,7 @@ def test_a_batch_records_every_outcome_and_summarises_each_event_once(gw, databa
     }
     batch = []
     for event_id, outcomes in results.items():
-        mine = [j for j in jobs if j.event_id == event_id]
+        mine = [j for j in jobs if j.event_id == str(event_id)]  # ids come as text
         for job, (result, retry_in) in zip(mine, outcomes, strict=True):
             batch.append(queue.Finished(job, result, retry_in))
     statuses = queue.finish_many(database, batch)
@@ -113,7 +113,7 @@ def test_a_lost_lease_in_a_batch_changes_nothing_of_its_own(gw, database):
     statuses = queue.finish_many(database, [queue.Finished(j, OK, None) for j in first])
     assert statuses == ["succeeded", None, "succeeded"]
     [row] = sql(database, "SELECT * FROM deliveries WHERE id = %s", (stale.delivery_id,))
-    assert row["status"] == "in_flight" and row["lease_token"] == takeover.lease_token
+    assert row["status"] == "in_flight" and str(row["lease_token"]) == takeover.lease_token
     old, new = sql(
         database,
         "SELECT * FROM delivery_attempts WHERE delivery_id = %s ORDER BY attempt_number",
@@ -152,7 +152,7 @@ def test_pause_holds_waiting_deliveries_and_resume_releases_them_in_order(gw, da
     # Only the active destination's deliveries are claimed; nothing is parked.
     claimed = queue.claim_fair(database, 10, LEASE)
     jobs, parked = claimed.jobs, claimed.parked
-    assert parked == 0 and {j.destination_id for j in jobs} == {setup.dests[1]}
+    assert parked == 0 and {j.destination_id for j in jobs} == {str(setup.dests[1])}
     assert len(jobs) == 3
     for job in jobs:
         queue.finish(database, job, OK, None)
@@ -168,7 +168,7 @@ def test_pause_holds_waiting_deliveries_and_resume_releases_them_in_order(gw, da
     assert {d["status"] for d in mine} == {"pending"}
     assert all(d["next_attempt_at"] == before[d["id"]] for d in mine)  # kept, not reset
     jobs = queue.claim(database, 10, LEASE)
-    assert [j.event_id for j in jobs] == ids  # oldest first, as before the pause
+    assert [j.event_id for j in jobs] == [str(i) for i in ids]  # oldest first, as before the pause
     for job in jobs:
         queue.finish(database, job, OK, None)
     assert {event(database, e)["status"] for e in ids} == {"delivered"}
@@ -192,7 +192,7 @@ def test_a_resume_releases_in_chunks_oldest_first_and_looks_again_for_its_grace(
         ({dest: 10}, True),
         ({dest: 5}, False),
     ]
-    assert [j.delivery_id for j in queue.claim(database, 10, LEASE)] == order[:10]
+    assert [j.delivery_id for j in queue.claim(database, 10, LEASE)] == [str(i) for i in order[:10]]
     # Nothing left, but within its grace the destination is looked at again: a delivery
     # inserted 'held' by an ingest that read the destination just before the resume (here
     # made held behind the API's back) is released too.
@@ -225,7 +225,7 @@ def test_a_pause_holds_in_chunks_oldest_first_and_the_claim_never_sends_meanwhil
     assert [statuses[i] for i in order] == ["held"] * 10 + ["pending"] * 15  # oldest first
     # Mid-hold, a claim sends none of the paused destination's deliveries: it parks them.
     claimed = queue.claim_fair(database, 20, LEASE)
-    assert {j.destination_id for j in claimed.jobs} == {active}
+    assert {j.destination_id for j in claimed.jobs} == {str(active)}
     assert claimed.parked == 15  # all it met (it reads up to 40 candidates)
     sql(database, "UPDATE deliveries SET status = 'pending' WHERE id = ANY(%s)", (order[15:],))
     # Ten of them pending again (as if the claim had not met them): the hold walks on from
@@ -330,7 +330,7 @@ def test_the_claim_parks_a_pending_row_of_a_paused_destination(gw, database):
     claimed = queue.claim_fair(database, 10, LEASE)
     jobs = claimed.jobs
     assert claimed.parked == 2
-    assert {j.destination_id for j in jobs} == {setup.dests[1]} and len(jobs) == 2
+    assert {j.destination_id for j in jobs} == {str(setup.dests[1])} and len(jobs) == 2
     statuses = {
         d["destination_id"]: d["status"] for d in deliveries_of(database, ids)[:4]
     }  # per destination
@@ -339,7 +339,7 @@ def test_the_claim_parks_a_pending_row_of_a_paused_destination(gw, database):
     assert (again.jobs, again.parked) == ([], 0)  # walked once, not again
     setup.resume(0)
     queue.release_held(database)
-    assert {j.destination_id for j in queue.claim(database, 10, LEASE)} == {setup.dests[0]}
+    assert {j.destination_id for j in queue.claim(database, 10, LEASE)} == {str(setup.dests[0])}
 
 
 def test_replay_cancels_held_deliveries_of_the_original(gw, database):
@@ -353,4 +353,5 @@ def test_replay_cancels_held_deliveries_of_the_original(gw, database):
     setup.resume(0)
     queue.release_held(database)
     jobs = queue.claim(database, 10, LEASE)
-    assert [j.event_id for j in jobs] == [replay["replay_event_id"]]  # only the replay is delivered
+    # Only the replay is delivered.
+    assert [j.event_id for j in jobs] == [str(replay["replay_event_id"])]

@@ -93,18 +93,18 @@ def test_a_claim_carries_what_sending_needs(gw, database):
     pipe = Pipeline(gw)
     [event_id] = pipe.ingest(1)
     [job] = queue.claim(database, 10, LEASE)
-    assert job.event_id == event_id
+    assert job.event_id == str(event_id)  # ids come as text
     assert job.body == b"event 0" and isinstance(job.body, bytes)
     assert job.content_type == "text/plain"
     assert job.url == "http://127.0.0.1:9/0"
     assert job.attempt_number == 1 and job.max_attempts == 3 and job.backoff == "fixed"
     assert job.signing_secret_enc and job.signing_secret_enc.startswith("v1:")
     row = delivery(database, job.delivery_id)
-    assert row["status"] == "in_flight" and row["lease_token"] == job.lease_token
+    assert row["status"] == "in_flight" and str(row["lease_token"]) == job.lease_token
     lease = (row["lease_expires_at"] - row["updated_at"]).total_seconds()
     assert lease == pytest.approx(LEASE, abs=1)
     [attempt] = attempts(database, job.delivery_id)
-    assert attempt["id"] == job.attempt_id and attempt["outcome"] == "pending"
+    assert str(attempt["id"]) == job.attempt_id and attempt["outcome"] == "pending"
     assert queue.claim(database, 10, LEASE) == []  # leased: nobody else gets it
 
 
@@ -120,13 +120,14 @@ def test_events_deliveries_and_attempts_get_time_ordered_ids(gw, database):
     after_ms = time.time_ns() // 1_000_000
     assert len(jobs) == 8
     rows = sql(database, "SELECT id, event_id FROM deliveries")
-    ids = [*first, *later, *(r["id"] for r in rows), *(j.attempt_id for j in jobs)]
+    ids = [*first, *later, *(r["id"] for r in rows), *(uuid.UUID(j.attempt_id) for j in jobs)]
     for made in ids:
         assert made.version == 7 and made.variant == uuid.RFC_4122, made
         assert before_ms - 5 <= made.int >> 80 <= after_ms + 5, made  # ms since the epoch
     assert max(first) < later[0]  # a later event sorts after
     for job in jobs:
-        assert job.delivery_id.int >> 80 >= job.event_id.int >> 80  # made with its event
+        made, event_made = uuid.UUID(job.delivery_id).int, uuid.UUID(job.event_id).int
+        assert made >> 80 >= event_made >> 80  # made with its event
 
 
 def test_attempts_go_with_their_delivery_when_a_destination_or_an_event_goes(gw, database):
@@ -190,7 +191,7 @@ def test_concurrent_claimers_never_get_the_same_delivery(gw, database, db_url):
     assert not errors, errors
     ids = [job.delivery_id for jobs in got for job in jobs]
     assert len(ids) == len(set(ids)), "a delivery was claimed twice"
-    assert set(ids) == everything
+    assert set(ids) == {str(i) for i in everything}
     assert sum(1 for jobs in got if jobs) >= 2, "the claimers did not actually overlap"
     assert len({job.lease_token for jobs in got for job in jobs}) == 300
     [counts] = sql(
@@ -235,7 +236,7 @@ def test_a_claim_says_when_an_event_lock_kept_it_short(gw, database, db_url):
         other.rollback()
         other.close()
     [job] = queue.claim(database, 5, LEASE)
-    assert job.event_id == event_id
+    assert job.event_id == str(event_id)
 
 
 def test_only_due_deliveries_are_claimed(gw, database):
@@ -247,7 +248,7 @@ def test_only_due_deliveries_are_claimed(gw, database):
         (later,),
     )
     [job] = queue.claim(database, 10, LEASE)
-    assert job.event_id == now
+    assert job.event_id == str(now)
     # A failure scheduled for later is not due either, until its time comes.
     assert queue.finish(database, job, FAIL, retry_in=0.3) == "pending"
     assert queue.claim(database, 10, LEASE) == []
@@ -267,8 +268,8 @@ def test_oldest_due_first(gw, database):
             " WHERE event_id = %s",
             (i, event_id),
         )
-    assert [j.event_id for j in queue.claim(database, 1, LEASE)] == [ids[2]]
-    assert [j.event_id for j in queue.claim(database, 2, LEASE)] == [ids[1], ids[0]]
+    assert [j.event_id for j in queue.claim(database, 1, LEASE)] == [str(ids[2])]
+    assert [j.event_id for j in queue.claim(database, 2, LEASE)] == [str(ids[1]), str(ids[0])]
 
 
 def test_an_expired_lease_is_claimed_again_and_its_attempt_cancelled(gw, database):
@@ -282,9 +283,9 @@ def test_an_expired_lease_is_claimed_again_and_its_attempt_cancelled(gw, databas
     assert second.attempt_id != first.attempt_id
     assert second.attempt_number == 2
     old, new = attempts(database, first.delivery_id)
-    assert old["id"] == first.attempt_id and old["outcome"] == "cancelled"
+    assert str(old["id"]) == first.attempt_id and old["outcome"] == "cancelled"
     assert old["finished_at"] is not None and "lease expired" in old["error_message"]
-    assert new["id"] == second.attempt_id and new["outcome"] == "pending"
+    assert str(new["id"]) == second.attempt_id and new["outcome"] == "pending"
     assert event(database, event_id)["status"] == "delivering"
 
 
@@ -461,7 +462,7 @@ def test_a_replayed_event_is_not_retried(gw, database):
     assert delivery(database, job.delivery_id)["status"] == "cancelled"
     assert event(database, event_id)["status"] == "replayed"
     [replayed] = queue.claim(database, 10, LEASE)  # only the replay's own delivery is left
-    assert replayed.event_id == replay["replay_event_id"]
+    assert replayed.event_id == str(replay["replay_event_id"])
 
 
 # -- many workers at once ----------------------------------------------------------------

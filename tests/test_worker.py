@@ -427,7 +427,7 @@ def test_sends_still_running_at_drain_timeout_give_their_lease_back(gw, database
         [attempt] = attempts_of(database, event_id)
         assert attempt["outcome"] == "cancelled" and "DRAIN_TIMEOUT" in attempt["error_message"]
     # Due again now, not after the 80 s lease: the next process picks them up at once.
-    assert {j.event_id for j in queue.claim(database, 10, 60)} == set(ids)
+    assert {j.event_id for j in queue.claim(database, 10, 60)} == {str(i) for i in ids}
 
 
 # -- fencing and exactly-once between workers -----------------------------------------------
@@ -447,7 +447,7 @@ def test_a_worker_whose_lease_was_taken_over_changes_nothing(gw, database, start
     finally:
         slow.close()
     [row] = sql(database, "SELECT * FROM deliveries WHERE event_id = %s", (event_id,))
-    assert row["status"] == "in_flight" and row["lease_token"] == takeover.lease_token
+    assert row["status"] == "in_flight" and str(row["lease_token"]) == takeover.lease_token
     first, second = attempts_of(database, event_id)
     assert first["outcome"] == "cancelled" and first["response_status"] is None
     assert second["outcome"] == "pending"

@@ -347,7 +347,7 @@ class DeliveryWorker:
         return deliver.send(request, self.session)
 
     def _request(self, job: queue.Job) -> deliver.Request:
-        dest = str(job.destination_id)
+        dest = job.destination_id
         auth = None
         key = (dest, job.signing_secret_enc, job.previous_signing_secret_enc)
         secrets = self._signing.get(key)
@@ -368,7 +368,7 @@ class DeliveryWorker:
             url=job.url,
             body=job.body,
             content_type=job.content_type,
-            event_id=str(job.event_id),
+            event_id=job.event_id,
             event_type=job.event_type,
             attempt_number=job.attempt_number,
             timeout=timeout,
@@ -510,8 +510,8 @@ def _transition(
     )
     extra = {
         "fields": {
-            "event_id": str(job.event_id),
-            "delivery_id": str(job.delivery_id),
+            "event_id": job.event_id,
+            "delivery_id": job.delivery_id,
             "attempt": job.attempt_number,
             "outcome": result.outcome,
         }

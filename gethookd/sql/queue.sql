@@ -111,10 +111,14 @@ WITH busy AS (
     FROM (SELECT event_id, count(*) AS opened FROM claimed GROUP BY event_id) n
     WHERE e.id = n.event_id
 ), jobs AS (
-    SELECT c.id AS delivery_id, c.lease_token, c.attempt_count AS attempt_number,
-           c.max_attempts, c.backoff, c.attempt_id,
-           e.id AS event_id, e.account_id, e.event_type, e.direction, e.body, e.content_type,
-           d.id AS destination_id, d.url, d.timeout_seconds, d.signing_secret_enc,
+    -- Ids as text: the delivery process only passes them on (to a header, a log line, the
+    -- finish), and parsing six into uuid.UUID a job and formatting them back cost ~25 us
+    -- of its CPU a delivery.
+    SELECT c.id::text AS delivery_id, c.lease_token::text, c.attempt_count AS attempt_number,
+           c.max_attempts, c.backoff, c.attempt_id::text,
+           e.id::text AS event_id, e.account_id::text, e.event_type, e.direction, e.body,
+           e.content_type,
+           d.id::text AS destination_id, d.url, d.timeout_seconds, d.signing_secret_enc,
            CASE WHEN d.previous_secret_expires_at > now() THEN d.previous_signing_secret_enc
            END AS previous_signing_secret_enc,
            d.auth_config_enc, d.custom_headers, c.ord
@@ -318,7 +322,7 @@ WITH input AS (
     FROM summary s
     WHERE e.id = s.event_id
 )
-SELECT id AS delivery_id, status,
+SELECT id::text AS delivery_id, status,
        (SELECT jsonb_agg(to_jsonb(h)) FROM health h
         WHERE h.was_circuit <> h.circuit_state
            OR h.was_disabled IS DISTINCT FROM h.disabled_at) AS transitions
