@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from benchlib import Postgres
+from benchlib import Postgres, code_version
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,8 +63,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--drain-seconds", type=float, default=60, help="wait this long for stragglers (60)"
     )
+    parser.add_argument(
+        "--trace-dir",
+        metavar="DIR",
+        help="write each ingest answer's time and latency to DIR/ingest-<rate>.txt (to line "
+        "slow answers up with other logs)",
+    )
     args = parser.parse_args(argv)
     args.rate_list = [float(r) for r in args.rates.split(",") if r.strip()]
+    if args.trace_dir:
+        Path(args.trace_dir).mkdir(parents=True, exist_ok=True)
     if not args.rate_list or min(args.rate_list) <= 0 or args.instances < 1:
         parser.error("--rates must be positive numbers and --instances at least 1")
     return args
@@ -211,6 +219,11 @@ def one_rate(args, rate: float, ingest_urls: list[str], receiver: str) -> dict:
             str(rate),
             "--seconds",
             str(args.seconds),
+            *(
+                ["--trace", str(Path(args.trace_dir) / f"ingest-{rate:g}.txt")]
+                if args.trace_dir
+                else []
+            ),
             *ingest_urls,
         ],
         capture_output=True,
@@ -251,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         apis = run.gateways(db_url)
         path = setup_pipeline(apis[0], receiver)
         ingest_urls = [api + path for api in apis]
+        print(f"code: {code_version()}", flush=True)  # what `gethookd run` imports too
         print(
             f"{args.instances} gethookd instance(s), WORKER_MAX_CONCURRENCY={args.concurrency}, "
             f"{os.cpu_count()} CPUs, {args.seconds:g}s per rate, LOG_LEVEL={args.log_level}",

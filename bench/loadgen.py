@@ -79,12 +79,20 @@ class Target:
         ).encode()
 
 
-def run(urls: list[str], rate: float, seconds: float, connections: int, event_type: str) -> dict:
+def run(
+    urls: list[str],
+    rate: float,
+    seconds: float,
+    connections: int,
+    event_type: str,
+    trace: str | None = None,
+) -> dict:
     targets = [Target(url, connections) for url in urls]
     total = int(rate * seconds)
     statuses: Counter = Counter()
     errors: Counter = Counter()
     latencies: list[float] = []
+    traced: list[tuple[float, float]] = []  # (scheduled, latency) for --trace
     selector = selectors.DefaultSelector()
     in_flight = 0
     prefix = '{"type": ' + json.dumps(event_type) + ', "n": '
@@ -162,6 +170,8 @@ def run(urls: list[str], rate: float, seconds: float, connections: int, event_ty
         conn.busy = False
         statuses[str(status)] += 1
         latencies.append(time.monotonic() - conn.scheduled)
+        if trace:
+            traced.append((conn.scheduled, latencies[-1]))
         if closing:  # answered, then closed by the server: the next request opens another
             close(conn)
             return
@@ -191,6 +201,13 @@ def run(urls: list[str], rate: float, seconds: float, connections: int, event_ty
             receive(key.data)
         if sent == total and offered_span is None:
             offered_span = time.monotonic() - started
+    if trace:
+        # One line per answer: seconds from the start to its scheduled send (the first line:
+        # the start as Unix time, to line it up with other logs), and its latency in ms.
+        wall_start = time.time() - (time.monotonic() - started)
+        with open(trace, "w") as out:
+            out.write(f"start {wall_start:.3f}\n")
+            out.writelines(f"{at - started:.4f} {took * 1000:.2f}\n" for at, took in traced)
     lat = sorted(latencies)
 
     def pct(p: float) -> float | None:
@@ -213,8 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to send")
     parser.add_argument("--connections", type=int, default=256, help="max open connections per URL")
     parser.add_argument("--event-type", default="bench.e2e", help='the body\'s "type"')
+    parser.add_argument(
+        "--trace", metavar="FILE", help="write each answer's scheduled time and latency there"
+    )
     args = parser.parse_args(argv)
-    result = run(args.urls, args.rate, args.seconds, args.connections, args.event_type)
+    result = run(args.urls, args.rate, args.seconds, args.connections, args.event_type, args.trace)
     print(json.dumps(result), flush=True)
     return 0
 
