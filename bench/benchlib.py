@@ -65,6 +65,25 @@ def start_api(env: dict[str, str], log_path: Path, timeout: float = 120) -> subp
         time.sleep(0.2)
 
 
+def services(url: str, maxconn: int = 2):
+    """gethookd's config, database pool and service layer on a scratch database, the way
+    the benchmarks set up their accounts, sources and routes (a fresh encryption key; the
+    loopback receivers allowed, which a production gateway refuses)."""
+    from gethookd import config as config_mod
+    from gethookd.crypto import new_encryption_key
+    from gethookd.db import Database
+    from gethookd.service import Gateway
+
+    env = {
+        "DATABASE_URL": url,
+        "ENCRYPTION_KEY": new_encryption_key(),
+        "ALLOWED_DESTINATION_NETWORKS": "127.0.0.0/8",
+    }
+    config = config_mod.load(None, env)
+    database = Database(url, maxconn=maxconn)
+    return config, database, Gateway(config, database)
+
+
 class Postgres:
     def __init__(self, url: str | None, tmp: Path, prefix: str = "gethookd_bench_") -> None:
         self.url = url

@@ -68,26 +68,15 @@ def measure(admin_url: str, events: int, batch: int) -> dict:
     import psycopg2
     from delivery import BODY, POPULATE
 
-    from benchlib import Postgres, code_version
-    from gethookd import config as config_mod
+    from benchlib import Postgres, code_version, services
     from gethookd import deliver, queue
-    from gethookd.crypto import new_encryption_key
-    from gethookd.db import Database
     from gethookd.process import worker as worker_mod
-    from gethookd.service import Gateway
 
     pg = Postgres(admin_url, Path(tempfile.mkdtemp(prefix="gethookd-bookkeeping-")))
     url = pg.database()
     db = None
     try:
-        env = {
-            "DATABASE_URL": url,
-            "ENCRYPTION_KEY": new_encryption_key(),
-            "ALLOWED_DESTINATION_NETWORKS": "127.0.0.0/8",
-        }
-        config = config_mod.load(None, env)
-        db = Database(url, maxconn=2)
-        gateway = Gateway(config, db)
+        config, db, gateway = services(url)
         account = gateway.register("bookkeeping", None, None)["account"]["id"]
         source = gateway.create_source(account, "bookkeeping")
         dest = gateway.create_destination(account, "receiver", "http://127.0.0.1:9/")

@@ -30,7 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
-from benchlib import Postgres, code_version
+from benchlib import Postgres, code_version, services
 
 POPULATE = """
 INSERT INTO events (account_id, direction, source_id, event_type, body, content_type, status,
@@ -78,19 +78,9 @@ def timed(call, repeat: int) -> tuple[float, object]:
 
 def setup(url: str, n: int):
     """Config, database, and per account (account id, source id, destination id)."""
-    from gethookd import config as config_mod
-    from gethookd.crypto import new_encryption_key
-    from gethookd.db import Database, connect
-    from gethookd.service import Gateway
+    from gethookd.db import connect
 
-    env = {
-        "DATABASE_URL": url,
-        "ENCRYPTION_KEY": new_encryption_key(),
-        "ALLOWED_DESTINATION_NETWORKS": "127.0.0.0/8",
-    }
-    config = config_mod.load(None, env)
-    database = Database(url, maxconn=4)
-    gw = Gateway(config, database)
+    config, database, gw = services(url, maxconn=4)
     accounts = []
     for name in ("measured", "neighbour"):
         account = gw.register(name, None, None)["account"]["id"]
