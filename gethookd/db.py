@@ -87,8 +87,8 @@ class Prepared:
     ANALYZE: one made while a table was nearly empty goes on treating it as such (a
     prepared claim walked every due row after a burst). So a statement is prepared again
     after REPREPARE_AFTER seconds; the queue's statements also run with scans ruled out
-    (queue.PLAN_BY_KEY), and a value that would change the plan's shape is passed apart
-    (the claim's `uncapped`).
+    and their generic plans forced (queue.QUEUE_PLANS), and a value that would change the
+    plan's shape is passed apart (the claim's `uncapped`).
 
     Each `%(name)s` becomes `$n`; the EXECUTE passes the value with the cast the query
     wrote after it (a list is sent as ARRAY[...], which only an explicit cast makes uuid[]).
