@@ -5,8 +5,8 @@ One command; it starts what it needs (an embedded PostgreSQL in a temporary dire
 scratch database on --database-url) and stops it. A queue of --events deliveries is made
 with SQL; then, batch by batch (--batch), the delivery process's bookkeeping runs as it does
 in `gethookd.process.worker`: the claim, each job's request and signed headers, the hand-over
-that frees its slot, the batch's finish and its log lines. No request is sent. Printed per
-delivery:
+that frees its slot, the batch's finish and its log lines (built, not written). No request
+is sent. Printed per delivery:
 
   - python: the CPU of the process doing it (time.process_time), PostgreSQL's apart;
   - postgres: the CPU of its PostgreSQL backends (/proc, so the server must be on this

@@ -221,8 +221,8 @@ def finish_batch(db: Database, batch: list[Finished], circuit: Circuit | None = 
     params = finish_params(batch, circuit)
     with _single_statement(db) as cur:
         rows = cur.prepared("finish_deliveries", params, before=QUEUE_PLANS)
-    got = {row["delivery_id"]: row["status"] for row in rows}  # ids as text
-    statuses = [got.get(str(f.job.delivery_id)) for f in batch]
+    got = {row["delivery_id"]: row["status"] for row in rows}  # ids as text, as the jobs'
+    statuses = [got.get(f.job.delivery_id) for f in batch]
     transitions = (rows[0]["transitions"] if rows else None) or []
     if any(s == "pending" and not f.retry_in for s, f in zip(statuses, batch, strict=True)):
         with _single_statement(db) as cur:
@@ -238,17 +238,16 @@ def finish_params(batch: list[Finished], circuit: Circuit | None = None) -> dict
         "cooldown": circuit.cooldown,
         "cooldown_max": circuit.cooldown_max,
         "disable_after": circuit.disable_after,
-        "destination_ids": sorted({str(f.job.destination_id) for f in batch}),
+        # The jobs' ids are text (cast to uuid[] in the statement), as the claim returns them.
+        "destination_ids": sorted({f.job.destination_id for f in batch}),
         "gones": [f.result.gone for f in batch],
         "failing_ids": sorted(
-            {str(f.job.destination_id) for f in batch if f.result.outcome not in OK_OR_RELEASED}
+            {f.job.destination_id for f in batch if f.result.outcome not in OK_OR_RELEASED}
         ),
-        # Ids as text (cast to uuid[] in the statement): psycopg2 adapts a UUID through a
-        # Python object per value, which took twice as long to format the batch.
-        "event_ids": sorted({str(f.job.event_id) for f in batch}),
-        "delivery_ids": [str(f.job.delivery_id) for f in batch],
-        "lease_tokens": [str(f.job.lease_token) for f in batch],
-        "attempt_ids": [str(f.job.attempt_id) for f in batch],
+        "event_ids": sorted({f.job.event_id for f in batch}),
+        "delivery_ids": [f.job.delivery_id for f in batch],
+        "lease_tokens": [f.job.lease_token for f in batch],
+        "attempt_ids": [f.job.attempt_id for f in batch],
         "statuses": [f.status for f in batch],
         "retry_ins": [max(0.0, f.retry_in or 0.0) for f in batch],
         "outcomes": [f.result.outcome for f in batch],

@@ -720,8 +720,10 @@ def test_a_prepared_finish_planned_on_empty_tables_still_reads_a_few_rows(gw, da
 
     def in_flight(cur) -> dict:
         cur.execute(
-            "SELECT d.id, d.lease_token, a.id, d.event_id FROM deliveries d"
-            " JOIN delivery_attempts a ON a.delivery_id = d.id WHERE d.status = 'in_flight'"
+            # The ids as text, as the claim returns a job's.
+            "SELECT d.id::text, d.lease_token::text, a.id::text, d.event_id::text"
+            " FROM deliveries d JOIN delivery_attempts a ON a.delivery_id = d.id"
+            " WHERE d.status = 'in_flight'"
         )
         jobs = [
             queue.Job(
@@ -732,12 +734,12 @@ def test_a_prepared_finish_planned_on_empty_tables_still_reads_a_few_rows(gw, da
                 max_attempts=3,
                 backoff="exponential",
                 event_id=event_id,
-                account_id=account,
+                account_id=str(account),
                 event_type=None,
                 direction="inbound",
                 body=b"x",
                 content_type=None,
-                destination_id=dest,
+                destination_id=str(dest),
                 url="http://x",
                 timeout_seconds=30,
                 signing_secret_enc=None,
