@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import hoststall
 import requests
 
 from benchlib import Postgres, code_version
@@ -54,6 +55,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--receiver-delay", type=float, default=0.0, help="seconds the receiver takes (0)"
     )
     parser.add_argument("--log-level", default="info", help="gethookd LOG_LEVEL (info)")
+    parser.add_argument(
+        "--host-probe",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="first time the host's CPU for slow-downs, with the gateway idle (5; 0: skip); "
+        "see hoststall.py",
+    )
     parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL"),
@@ -272,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         # A short warm-up: connections, caches and pools are not what this measures.
         one_rate(args, 50, ingest_urls, receiver)
+        if args.host_probe > 0:
+            # A p99 on a shared VM can measure the host: say what it was doing.
+            print(hoststall.probe(args.host_probe).summary(), flush=True)
         for rate in args.rate_list:
             result = one_rate(args, rate, ingest_urls, receiver)
             results.append(result)
