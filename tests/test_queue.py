@@ -791,3 +791,42 @@ def test_claims_and_finishes_of_one_run_their_generic_plans_over_a_long_history(
         one.close()
     assert len(plans) == 4  # the claim, and the finish's three statements
     assert all(custom == 0 and generic == 8 for generic, custom in plans.values()), plans
+
+
+def _wal_writes(one: Database) -> int:
+    """WAL writes this connection's backend made itself (PostgreSQL 18's per-backend I/O
+    statistics; its pending counts are reported when the forcing transaction ends)."""
+    with one.transaction() as cur:
+        cur.raw.execute("SELECT pg_stat_force_next_flush()")
+    with one.transaction() as cur:
+        cur.raw.execute(
+            "SELECT COALESCE(sum(writes), 0) AS n FROM pg_stat_get_backend_io(pg_backend_pid())"
+            " WHERE object = 'wal'"
+        )
+        return int(cur.raw.fetchone()["n"])
+
+
+def test_a_claim_does_not_wait_for_its_commit_to_be_flushed_and_a_finish_does(gw, database, db_url):
+    """A claim lost in a server crash leaves its deliveries pending and due, claimed again:
+    it need not wait for the disk, which took that wait off the path from ingest to
+    delivery. A finish records an outcome and waits, as every commit did before."""
+    version = int(sql(database, "SHOW server_version_num")[0]["server_version_num"])
+    if version < 180000:
+        pytest.skip("per-backend I/O statistics are PostgreSQL 18's")
+    if sql(database, "SHOW synchronous_commit")[0]["synchronous_commit"] != "on":
+        pytest.skip("the server does not wait for any commit to be flushed")
+    pipe = Pipeline(gw)
+    pipe.ingest(5)
+    one = Database(db_url, maxconn=1)  # every call on one connection, whose writes are read
+    try:
+        before = _wal_writes(one)
+        jobs = [job for _ in range(5) for job in queue.claim(one, 1, LEASE)]
+        claimed = _wal_writes(one)
+        for job in jobs:
+            assert queue.finish(one, job, OK, None) == "succeeded"
+        finished = _wal_writes(one)
+    finally:
+        one.close()
+    assert len(jobs) == 5
+    assert claimed - before == 0, "a claim waited for its commit to be written"
+    assert finished - claimed >= 1, "the finishes did not wait for their commits"
