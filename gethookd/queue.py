@@ -113,12 +113,14 @@ def claim(
 
 
 # The claim and the finish are prepared (planning them cost more than running them for a
-# small batch), and their generic plans are kept while the tables grow, until
-# db.REPREPARE_AFTER. Made while the tables were nearly empty, those plans scanned
+# small batch), and their generic plans are kept while the tables grow, for a while (see
+# db.Prepared). Made while the tables were nearly empty, those plans scanned
 # deliveries and events instead of looking rows up by key: once 60,000 rows had arrived, a
 # claim of ten touched 123,157 buffers, and a finish of ten 1,028, scanning every event
-# (tests/test_queue.py; with the scans ruled out, 511 and under 700).
-# Ruling scans out wherever an index can do the job keeps the plans right at any size.
+# (tests/test_queue.py; with the scans ruled out, 511 and under 700). Ruling scans out
+# is not enough on tables analyzed empty (a whole index read instead): the statements
+# also reach every table by key in ways no plan can change (sql/queue.sql, "Plans that
+# cannot go wrong").
 PLAN_BY_KEY = "SET LOCAL enable_seqscan = off;\nSET LOCAL enable_bitmapscan = off;\n"
 # And those generic plans are always what runs. The plan cache keeps to a generic plan only
 # while its estimate is no higher than a plan made for the call's values: for a finish of

@@ -4,6 +4,20 @@
 -- delivery, its event and, to park, its destination), so it cannot take part in a deadlock.
 -- Statuses: 'pending' waits in the due index; 'held' waits outside it, because its
 -- destination cannot take it now (see destination_accepts_deliveries, migration 0003).
+--
+-- Plans that cannot go wrong. The claim and the finish run prepared, on generic plans made
+-- from the statistics of the moment, and kept for a while (db.REPREPARE_FIRST up to
+-- REPREPARE_AFTER). Made while the tables were analyzed empty, a plan takes each for one
+-- row, and is as happy to read all of it as to look one row up: a claim of 10 read every
+-- attempt, delivery and event once the tables had grown (360,779 buffers; a claim's cost
+-- grew with the history in bench/delivery.py). So every table is reached in one of three
+-- ways, whatever the planner believes:
+--   - `id = ANY(ARRAY(...))` alone, no join: the keys are the index's search keys;
+--   - a scalar subquery per row (`(SELECT ... WHERE dst.id = c.destination_id)`);
+--   - a LATERAL subquery per row of a CTE, kept apart by OFFSET 0 (or its FOR UPDATE),
+--     so that the CTE drives and the table is looked up by the row's key.
+-- An UPDATE joined to its batch also says `id = ANY(the batch's keys)`, so that its scan
+-- is bounded by them whichever side of the join it takes.
 
 -- name: claim_deliveries
 -- Take up to %(limit)s deliveries whose worker died (lease expired) or that are due, lease
@@ -27,21 +41,22 @@
 -- count of candidates left for lack of allowance (more may be due), and `lost`, the count
 -- chosen but not claimed (its event was locked by a flusher or a replay: more is due); a
 -- claim that took nothing comes back as one row of NULLs and those counts, or no row if
--- all three are 0.
+-- all three are 0. Every table is read by key (see "Plans that cannot go wrong" above).
 WITH busy AS (
     SELECT * FROM unnest(%(busy_destinations)s::uuid[], %(busy_counts)s::int[])
         AS b(destination_id, n)
 ), expired_c AS (
-    SELECT d.id, d.destination_id, d.lease_expires_at AS at, 0 AS branch
-    FROM deliveries d JOIN destinations dst ON dst.id = d.destination_id
+    SELECT d.id, d.event_id, d.destination_id, d.lease_expires_at AS at, 0 AS branch
+    FROM deliveries d
     WHERE d.status = 'in_flight' AND d.lease_expires_at <= now()
-      AND delivery_may_be_sent(dst, d.id)
+      AND (SELECT delivery_may_be_sent(dst, d.id) FROM destinations dst
+           WHERE dst.id = d.destination_id)
       AND (%(uncapped)s::boolean OR d.destination_id <> ALL(%(capped)s::uuid[]))
     ORDER BY d.lease_expires_at
     LIMIT %(scan)s
-    FOR UPDATE OF d SKIP LOCKED
+    FOR UPDATE SKIP LOCKED
 ), due_c AS (
-    SELECT d.id, d.destination_id, d.next_attempt_at AS at, 1 AS branch
+    SELECT d.id, d.event_id, d.destination_id, d.next_attempt_at AS at, 1 AS branch
     FROM deliveries d
     WHERE d.status = 'pending' AND d.next_attempt_at <= now()
       AND (%(uncapped)s::boolean OR d.destination_id <> ALL(%(capped)s::uuid[]))
@@ -49,32 +64,36 @@ WITH busy AS (
     LIMIT %(scan)s
     FOR UPDATE SKIP LOCKED
 ), cand AS (
-    SELECT c.*, delivery_may_be_sent(dst, c.id) AS accepts
+    -- A destination deleted meanwhile took its deliveries with it: accepts is NULL.
+    SELECT c.*, (SELECT delivery_may_be_sent(dst, c.id) FROM destinations dst
+                 WHERE dst.id = c.destination_id) AS accepts
     FROM (SELECT * FROM expired_c UNION ALL SELECT * FROM due_c) c
-    JOIN destinations dst ON dst.id = c.destination_id
 ), ranked AS (
-    SELECT c.id, c.branch, c.at,
+    SELECT c.id, c.event_id, c.branch, c.at,
            row_number() OVER (PARTITION BY c.destination_id ORDER BY c.branch, c.at) AS rn,
            %(cap)s - COALESCE(b.n, 0) AS allowance
     FROM cand c LEFT JOIN busy b ON b.destination_id = c.destination_id
     WHERE c.accepts
 ), chosen AS (
-    SELECT id, row_number() OVER (ORDER BY branch, at) AS ord
+    SELECT id, event_id, row_number() OVER (ORDER BY branch, at) AS ord
     FROM ranked WHERE rn <= allowance ORDER BY branch, at LIMIT %(limit)s
 ), picked AS (
     -- The events locked now; each row re-checked on its latest version (the candidate
     -- lock already waited for nobody, so this is the row as it is).
-    SELECT d.id, d.status = 'in_flight' AS expired, ch.ord
-    FROM deliveries d JOIN chosen ch ON ch.id = d.id JOIN events e ON e.id = d.event_id
-    WHERE ((d.status = 'pending' AND d.next_attempt_at <= now())
-           OR (d.status = 'in_flight' AND d.lease_expires_at <= now()))
-    FOR UPDATE OF d, e SKIP LOCKED
+    SELECT x.id, x.expired, ch.ord
+    FROM chosen ch CROSS JOIN LATERAL (
+        SELECT d.id, d.status = 'in_flight' AS expired
+        FROM deliveries d JOIN events e ON e.id = d.event_id
+        WHERE d.id = ch.id AND e.id = ch.event_id
+          AND ((d.status = 'pending' AND d.next_attempt_at <= now())
+               OR (d.status = 'in_flight' AND d.lease_expires_at <= now()))
+        FOR UPDATE OF d, e SKIP LOCKED
+    ) x
 ), parked AS (
     -- due_c locked these rows as pending (on their latest version), and claimed takes
     -- none of them (it takes only rows that may be sent), so they are pending still.
     UPDATE deliveries d SET status = 'held', updated_at = now()
-    FROM cand c
-    WHERE d.id = c.id AND NOT c.accepts AND c.branch = 1
+    WHERE d.id = ANY(ARRAY(SELECT c.id FROM cand c WHERE NOT c.accepts AND c.branch = 1))
       AND EXISTS (SELECT 1 FROM destinations x
                   WHERE x.id = d.destination_id AND NOT delivery_may_be_sent(x, d.id)
                   FOR SHARE SKIP LOCKED)
@@ -86,9 +105,10 @@ WITH busy AS (
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s::float8),
         attempt_count = d.attempt_count + 1,
         updated_at = now()
-    FROM picked WHERE d.id = picked.id
+    WHERE d.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING d.id, d.event_id, d.destination_id, d.lease_token, d.attempt_count,
-              d.max_attempts, d.backoff, picked.expired, picked.ord,
+              d.max_attempts, d.backoff,
+              array_position(ARRAY(SELECT id FROM picked ORDER BY ord), d.id) AS ord,
               gethookd_uuid7() AS attempt_id  -- chosen here: jobs needs no join to attempts
 ), abandoned AS (
     -- Only a lease that expired leaves an attempt open (every other way out of in_flight
@@ -97,8 +117,8 @@ WITH busy AS (
     SET outcome = 'cancelled', finished_at = now(),
         error_message = 'the delivery process stopped before this attempt finished; '
                         'retried after its lease expired'
-    FROM claimed c
-    WHERE c.expired AND a.delivery_id = c.id AND a.outcome = 'pending'
+    WHERE a.delivery_id = ANY(ARRAY(SELECT id FROM picked WHERE expired))
+      AND a.outcome = 'pending'
 ), attempts AS (
     INSERT INTO delivery_attempts (id, delivery_id, event_id, destination_id, attempt_number)
     SELECT c.attempt_id, c.id, c.event_id, c.destination_id, c.attempt_count FROM claimed c
@@ -107,9 +127,9 @@ WITH busy AS (
     -- computes it; the claim adds the attempts it opens.
     UPDATE events e
     SET status = CASE WHEN e.status = 'replayed' THEN e.status ELSE 'delivering' END,
-        attempts_count = e.attempts_count + n.opened
-    FROM (SELECT event_id, count(*) AS opened FROM claimed GROUP BY event_id) n
-    WHERE e.id = n.event_id
+        attempts_count = e.attempts_count
+            + cardinality(array_positions(ARRAY(SELECT event_id FROM claimed), e.id))
+    WHERE e.id = ANY(ARRAY(SELECT event_id FROM claimed))
 ), jobs AS (
     -- Ids as text: the delivery process only passes them on (to a header, a log line, the
     -- finish), and parsing six into uuid.UUID a job and formatting them back cost about
@@ -119,12 +139,19 @@ WITH busy AS (
            e.id::text AS event_id, e.account_id::text, e.event_type, e.direction, e.body,
            e.content_type,
            d.id::text AS destination_id, d.url, d.timeout_seconds, d.signing_secret_enc,
-           CASE WHEN d.previous_secret_expires_at > now() THEN d.previous_signing_secret_enc
-           END AS previous_signing_secret_enc,
-           d.auth_config_enc, d.custom_headers, c.ord
+           d.previous_signing_secret_enc, d.auth_config_enc, d.custom_headers, c.ord
     FROM claimed c
-    JOIN events e ON e.id = c.event_id
-    JOIN destinations d ON d.id = c.destination_id
+    CROSS JOIN LATERAL (
+        SELECT e.id, e.account_id, e.event_type, e.direction, e.body, e.content_type
+        FROM events e WHERE e.id = c.event_id OFFSET 0
+    ) e
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.url, d.timeout_seconds, d.signing_secret_enc,
+               CASE WHEN d.previous_secret_expires_at > now()
+                    THEN d.previous_signing_secret_enc END AS previous_signing_secret_enc,
+               d.auth_config_enc, d.custom_headers
+        FROM destinations d WHERE d.id = c.destination_id OFFSET 0
+    ) d
 )
 SELECT p.parked, t.trimmed, l.lost, jobs.* FROM (SELECT count(*) AS parked FROM parked) p
 CROSS JOIN (SELECT count(*) AS trimmed FROM ranked WHERE rn > allowance) t
@@ -162,8 +189,11 @@ WITH input AS (
     -- in flight when it last looked) and match each against the whole batch: with two
     -- delivery processes of 200 greenlets, 300 ms a finish. By key only, it is one lookup
     -- a row.
-    SELECT i.*, d.destination_id FROM input i JOIN deliveries d ON d.id = i.delivery_id
-    WHERE d.lease_token = i.lease_token
+    SELECT i.*, d.destination_id
+    FROM input i CROSS JOIN LATERAL (
+        SELECT d.destination_id FROM deliveries d
+        WHERE d.id = i.delivery_id AND d.lease_token = i.lease_token OFFSET 0
+    ) d
 ), tally AS (
     -- Destination health, per destination over the batch: a success resets the failure
     -- run and closes the circuit (its held deliveries are then released in the background:
@@ -181,7 +211,7 @@ WITH input AS (
     FROM live GROUP BY destination_id
 ), step AS (
     SELECT dst.id, dst.circuit_state AS was_circuit, dst.disabled_at AS was_disabled,
-           destination_accepts_deliveries(dst) AS was_accepting, dst.active,
+           dst.was_accepting, dst.active,
            t.ok, t.failed, t.gone,
            CASE WHEN t.ok THEN 0 ELSE dst.consecutive_failures + t.failed END AS failures,
            CASE WHEN t.ok THEN NULL ELSE COALESCE(dst.failing_since, now()) END AS since,
@@ -194,7 +224,10 @@ WITH input AS (
                ELSE dst.circuit_state END AS circuit,
            dst.circuit_opens, dst.circuit_open_until, dst.circuit_probe_id,
            dst.disabled_reason
-    FROM tally t JOIN destinations dst ON dst.id = t.destination_id
+    FROM tally t CROSS JOIN LATERAL (
+        SELECT x.*, destination_accepts_deliveries(x) AS was_accepting
+        FROM destinations x WHERE x.id = t.destination_id OFFSET 0
+    ) dst
     WHERE (t.ok OR t.failed > 0)
       -- A healthy destination that succeeded within the last second is not written again
       -- (nor locked above): under load its row is not a point of contention between
@@ -247,6 +280,7 @@ WITH input AS (
         lease_token = NULL, lease_expires_at = NULL, updated_at = now()
     FROM input i
     WHERE d.id = i.delivery_id AND d.lease_token = i.lease_token
+      AND d.id = ANY(%(delivery_ids)s::uuid[])
     RETURNING d.id, d.event_id, d.status, d.attempt_count, d.next_attempt_at, i.attempt_id,
               i.outcome, i.response_status, i.response_body, i.error_message, i.latency_ms
 ), health AS (
@@ -270,7 +304,7 @@ WITH input AS (
         releasing_since = CASE WHEN v.accepting AND NOT v.was_accepting THEN now()
                                ELSE dst.releasing_since END,
         updated_at = now()
-    FROM decided v WHERE dst.id = v.id
+    FROM decided v WHERE dst.id = v.id AND dst.id = ANY(%(destination_ids)s::uuid[])
     RETURNING dst.id, dst.name, dst.account_id, v.was_circuit, dst.circuit_state,
               dst.consecutive_failures, dst.circuit_open_until, v.was_disabled,
               dst.disabled_at, dst.disabled_reason
@@ -282,12 +316,13 @@ WITH input AS (
         response_body = f.response_body, error_message = f.error_message,
         latency_ms = f.latency_ms
     FROM fenced f
-    WHERE a.id = f.attempt_id
+    WHERE a.id = f.attempt_id AND a.id = ANY(%(attempt_ids)s::uuid[])
 ), siblings AS (
     -- The events' deliveries as this statement leaves them: the others as committed, the
     -- batch's as just updated (a statement does not see its own CTEs' updates).
     SELECT d.event_id, d.status, d.attempt_count, d.next_attempt_at FROM deliveries d
-    WHERE d.event_id IN (SELECT event_id FROM fenced)
+    WHERE d.event_id = ANY(%(event_ids)s::uuid[])
+      AND d.event_id IN (SELECT event_id FROM fenced)
       AND d.id NOT IN (SELECT id FROM fenced)
     UNION ALL
     SELECT event_id, status, attempt_count, next_attempt_at FROM fenced
@@ -320,7 +355,7 @@ WITH input AS (
         next_attempt_at = s.next_at,
         attempts_count = s.attempts
     FROM summary s
-    WHERE e.id = s.event_id
+    WHERE e.id = s.event_id AND e.id = ANY(%(event_ids)s::uuid[])
 )
 SELECT id::text AS delivery_id, status,
        (SELECT jsonb_agg(to_jsonb(h)) FROM health h
