@@ -86,8 +86,11 @@ class Prepared:
     A generic plan is made from the table sizes of its day and kept until the next
     ANALYZE: one made while a table was nearly empty goes on treating it as such (a
     prepared claim walked every due row after a burst). So a statement is prepared again
-    after REPREPARE_AFTER seconds; the queue's statements also run with scans ruled out
-    and their generic plans forced (queue.QUEUE_PLANS), and a value that would change the
+    after a while: REPREPARE_FIRST seconds after it was first prepared on a connection,
+    then after twice as long each time, up to REPREPARE_AFTER (a process that starts on
+    empty tables and meets a backlog has its plans remade within a second). The queue's
+    statements also read every table by key (sql/queue.sql), run with scans ruled out and
+    their generic plans forced (queue.QUEUE_PLANS), and a value that would change the
     plan's shape is passed apart (the claim's `uncapped`).
 
     Each `%(name)s` becomes `$n`; the EXECUTE passes the value with the cast the query
@@ -121,11 +124,13 @@ class Prepared:
 
 
 _STATEMENTS: dict[str, Prepared] = {}
-# Per connection: the queries prepared on it and when (monotonic), or None when unknown
-# (after an error).
+# Per connection: the queries prepared on it, each with when (monotonic) and how long its
+# plan is kept, or None when unknown (after an error).
 _PREPARED_ON: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-# A prepared statement older than this is prepared again: its generic plan was made from
-# the table sizes of its day (a plain statement is planned from the current ones each time).
+# A prepared statement is prepared again once older than its keep: its generic plan was
+# made from the table sizes of its day (a plain statement is planned from the current ones
+# each time). The first keep is short, each next one twice as long, up to REPREPARE_AFTER.
+REPREPARE_FIRST = 1.0
 REPREPARE_AFTER = 10.0
 
 
@@ -151,7 +156,7 @@ def execute(cur: Any, name: str, params: Any, before: str = "") -> None:
             reset = "DEALLOCATE ALL;\n"
         elif name not in known:
             reset = ""
-        elif now - known[name] >= REPREPARE_AFTER:
+        elif now - known[name][0] >= min(known[name][1], REPREPARE_AFTER):
             reset = "".join(f"DEALLOCATE {handle};\n" for handle in statement.handles)
         else:
             reset = None
@@ -172,7 +177,8 @@ def execute(cur: Any, name: str, params: Any, before: str = "") -> None:
         if reset is not None:
             if known is None:
                 known = _PREPARED_ON[conn] = {}
-            known[name] = now
+            keep = known[name][1] * 2 if name in known else REPREPARE_FIRST
+            known[name] = (now, min(keep, REPREPARE_AFTER))
         return
 
 

@@ -139,3 +139,36 @@ def test_a_prepared_statement_is_prepared_again_after_a_while(db_url, monkeypatc
             assert cur.fetchall() == []
     finally:
         conn.close()
+
+
+def test_a_new_connection_prepares_again_soon_then_less_and_less_often(db_url, monkeypatch):
+    # Plans made on a fresh start's empty tables are remade after REPREPARE_FIRST, then
+    # after twice as long each time, up to REPREPARE_AFTER. The clock is db's own.
+    clock = [1000.0]
+    monkeypatch.setattr(db.time, "monotonic", lambda: clock[0])
+    conn = psycopg2.connect(db_url)
+    conn.autocommit = True
+    prepared_at_calls = []
+    try:
+        with conn.cursor() as cur:
+            for at in (0, 0.5, 1.0, 2.5, 3.0, 5.5, 6.0, 12.0, 13.0, 22.0, 32.5):
+                clock[0] = 1000.0 + at
+                execute(cur, "source_by_token", {"token": "nothing"})
+                assert cur.fetchall() == []
+                cur.execute("SELECT prepare_time FROM pg_prepared_statements")
+                prepared_at_calls.append(cur.fetchone()[0])
+    finally:
+        conn.close()
+    changed = [
+        at
+        for at, before, after in zip(
+            (0.5, 1.0, 2.5, 3.0, 5.5, 6.0, 12.0, 13.0, 22.0, 32.5),
+            prepared_at_calls[:-1],
+            prepared_at_calls[1:],
+            strict=True,
+        )
+        if after != before
+    ]
+    # Kept 1 s (prepared again at 1.0), then 2 s (3.0), 4 s (12.0, its first call after
+    # 7.0), 8 s (22.0), then 10 s, the cap: at 32.5, where a keep of 16 s would not be up.
+    assert changed == [1.0, 3.0, 12.0, 22.0, 32.5]
