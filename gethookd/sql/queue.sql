@@ -17,7 +17,8 @@
 --   - a LATERAL subquery per row of a CTE, kept apart by OFFSET 0 (or its FOR UPDATE),
 --     so that the CTE drives and the table is looked up by the row's key.
 -- An UPDATE joined to its batch also says `id = ANY(the batch's keys)`, so that its scan
--- is bounded by them whichever side of the join it takes.
+-- is bounded by them, and nested loops are ruled out (queue.PLAN_BY_KEY), so that it is
+-- read once and hashed or merged with the batch, not once per row of it.
 
 -- name: claim_deliveries
 -- Take up to %(limit)s deliveries whose worker died (lease expired) or that are due, lease
