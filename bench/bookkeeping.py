@@ -10,7 +10,8 @@ is sent. Printed per delivery:
 
   - python: the CPU of the process doing it (time.process_time), PostgreSQL's apart;
   - postgres: the CPU of its PostgreSQL backends (/proc, so the server must be on this
-    machine).
+    machine), also in the first and the last quarter of the round: a cost that grows with
+    the history (a plan that reads a whole table) makes the last quarter the dearer.
 
 These figures move with the host less than throughput does: a change to the hot path's
 bookkeeping shows here when delivery rates are lost in the noise. With --against DIR, another
@@ -135,19 +136,31 @@ def measure(admin_url: str, events: int, batch: int) -> dict:
         pids = backends()
         python = postgres = 0.0
         delivered = 0
+        batches: list[tuple[int, float]] = []  # per batch: deliveries, PostgreSQL's CPU
         while True:
             py0, pg0 = time.process_time(), cpu_of(pids)
             n = one_batch()
             python += time.process_time() - py0
-            postgres += cpu_of(pids) - pg0
+            spent = cpu_of(pids) - pg0
+            postgres += spent
             if not n:
                 break
             delivered += n
+            batches.append((n, spent))
+
+        def quarter_us(part: list[tuple[int, float]]) -> float:
+            return sum(s for _, s in part) / max(1, sum(n for n, _ in part)) * 1e6
+
+        # A cost that grows as the history does (a plan reading a whole table) shows as a
+        # last quarter dearer than the first.
+        q = max(1, len(batches) // 4)
         return {
             "code": code_version(),
             "deliveries": delivered,
             "python_us": python / delivered * 1e6,
             "postgres_us": postgres / delivered * 1e6,
+            "postgres_first_quarter_us": quarter_us(batches[:q]),
+            "postgres_last_quarter_us": quarter_us(batches[-q:]),
         }
     finally:
         if db is not None:
@@ -204,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                 results[checkout].append(got)
                 print(
                     f"round {index + 1}: {got['code']}: python {got['python_us']:.0f} us, "
-                    f"postgres {got['postgres_us']:.0f} us a delivery",
+                    f"postgres {got['postgres_us']:.0f} us a delivery (its first quarter "
+                    f"{got['postgres_first_quarter_us']:.0f}, "
+                    f"last {got['postgres_last_quarter_us']:.0f})",
                     flush=True,
                 )
     finally:
