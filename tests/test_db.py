@@ -143,7 +143,8 @@ def test_a_prepared_statement_is_prepared_again_after_a_while(db_url, monkeypatc
 
 def test_a_new_connection_prepares_again_soon_then_less_and_less_often(db_url, monkeypatch):
     # Plans made on a fresh start's empty tables are remade after REPREPARE_FIRST, then
-    # after twice as long each time, up to REPREPARE_AFTER. The clock is db's own.
+    # after twice as long each time, up to REPREPARE_AFTER. time.monotonic, which db
+    # reads, is a settable clock for this test (restored after it); the server is real.
     clock = [1000.0]
     monkeypatch.setattr(db.time, "monotonic", lambda: clock[0])
     conn = psycopg2.connect(db_url)

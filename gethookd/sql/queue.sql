@@ -109,6 +109,8 @@ WITH busy AS (
     WHERE d.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING d.id, d.event_id, d.destination_id, d.lease_token, d.attempt_count,
               d.max_attempts, d.backoff,
+              -- Its place in the chosen order, found in an array, not by a join to
+              -- picked (see "Plans that cannot go wrong").
               array_position(ARRAY(SELECT id FROM picked ORDER BY ord), d.id) AS ord,
               gethookd_uuid7() AS attempt_id  -- chosen here: jobs needs no join to attempts
 ), abandoned AS (
@@ -125,7 +127,8 @@ WITH busy AS (
     SELECT c.attempt_id, c.id, c.event_id, c.destination_id, c.attempt_count FROM claimed c
 ), delivering AS (
     -- attempts_count is the sum of the deliveries' attempt_count, as finish_deliveries
-    -- computes it; the claim adds the attempts it opens.
+    -- computes it; the claim adds the attempts it opens (this event's among the claimed,
+    -- counted in an array rather than joined).
     UPDATE events e
     SET status = CASE WHEN e.status = 'replayed' THEN e.status ELSE 'delivering' END,
         attempts_count = e.attempts_count
