@@ -10,7 +10,7 @@ from gethookd import queue
 from gethookd.db import Database
 from gethookd.deliver import Outcome
 from gethookd.service import Gateway
-from helpers import wait_for
+from helpers import EVENTS_NOW, as_now, wait_for
 
 LEASE = 60
 OK = Outcome("success", 200, "ok", None, 3)
@@ -54,7 +54,7 @@ class Setup:
 
 
 def event(database, event_id) -> dict:
-    return sql(database, "SELECT * FROM events WHERE id = %s", (event_id,))[0]
+    return as_now(sql(database, EVENTS_NOW + " WHERE e.id = %s", (event_id,))[0])
 
 
 def deliveries_of(database, event_ids) -> list[dict]:

@@ -134,7 +134,8 @@ class Route:
 def statuses(database, event_ids) -> dict[str, int]:
     rows = sql(
         database,
-        "SELECT status, count(*) AS n FROM events WHERE id = ANY(%s) GROUP BY status",
+        "SELECT gethookd_event_status(e) AS status, count(*) AS n FROM events e"
+        " WHERE id = ANY(%s) GROUP BY 1",
         (list(event_ids),),
     )
     return {r["status"]: r["n"] for r in rows}
@@ -451,9 +452,11 @@ def test_a_worker_whose_lease_was_taken_over_changes_nothing(gw, database, start
     first, second = attempts_of(database, event_id)
     assert first["outcome"] == "cancelled" and first["response_status"] is None
     assert second["outcome"] == "pending"
-    assert sql(database, "SELECT status FROM events WHERE id = %s", (event_id,)) == [
-        {"status": "delivering"}
-    ]
+    assert sql(
+        database,
+        "SELECT gethookd_event_status(e) AS status FROM events e WHERE id = %s",
+        (event_id,),
+    ) == [{"status": "delivering"}]
     ok = Outcome("success", 200, "ok", None, 1)
     assert queue.finish(database, takeover, ok, None) == "succeeded"
 

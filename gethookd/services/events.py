@@ -407,6 +407,10 @@ def _guess_content_type(body: bytes) -> str:
 
 
 def event_view(row: dict) -> dict:
+    """The event as the API shows it, with its status and attempts as they are now (the
+    claim does not write them; see get_event in sql/events.sql)."""
+    row["status"] = row.pop("live_status")
+    row["attempts_count"] = row.pop("live_attempts")
     row["body"] = bytes(row["body"]).decode("utf-8", errors="replace")
     row.pop("content_type", None)
     return row

@@ -8,7 +8,15 @@
 
 -- name: event_filter_where
   AND (%(source_id)s::uuid IS NULL OR e.source_id = %(source_id)s::uuid)
-  AND (%(status)s::text IS NULL OR e.status = %(status)s::text)
+  -- The status as gethookd_event_status reads it (migration 0015): 'delivering' while a
+  -- delivery is in flight. The deliveries in flight are gathered once per query (a hashed
+  -- set, from the small deliveries_leased index), not looked up per event scanned.
+  AND (%(status)s::text IS NULL
+       OR (e.status = %(status)s::text
+           AND (e.status = 'replayed'
+                OR e.id NOT IN (SELECT d.event_id FROM deliveries d WHERE d.status = 'in_flight')))
+       OR (%(status)s::text = 'delivering' AND e.status <> 'replayed'
+           AND e.id IN (SELECT d.event_id FROM deliveries d WHERE d.status = 'in_flight')))
   AND (%(direction)s::text IS NULL OR e.direction = %(direction)s::text)
   AND (%(event_type)s::text IS NULL OR e.event_type = %(event_type)s::text)
   AND (%(since)s::timestamptz IS NULL OR e.created_at >= %(since)s::timestamptz)
@@ -18,8 +26,10 @@
                   WHERE d.event_id = e.id AND d.destination_id = %(destination_id)s::uuid))
 
 -- name: filter_page
--- One page, newest first: after a cursor (before_at, before_id) or at an offset.
-SELECT * FROM events e
+-- One page, newest first: after a cursor (before_at, before_id) or at an offset. The status
+-- and attempts as they are now (see events.sql, get_event).
+SELECT e.*, gethookd_event_status(e) AS live_status, gethookd_event_attempts(e) AS live_attempts
+FROM events e
 WHERE e.account_id = %(account_id)s
   -- include: event_filter_where
   AND (%(before_at)s::timestamptz IS NULL

@@ -54,13 +54,16 @@ FROM ev LEFT JOIN (SELECT event_id, count(*) AS deliveries FROM dl GROUP BY even
 
 -- name: dedup_holders
 -- Who holds the ids a batch could not take: the first event (what a duplicate answers).
-SELECT d.source_id, d.dedup_key, d.event_id, e.status
+SELECT d.source_id, d.dedup_key, d.event_id, gethookd_event_status(e) AS status
 FROM unnest(%(k_source_id)s::uuid[], %(k_key)s::text[]) AS k(source_id, dedup_key)
 JOIN ingest_dedup d ON d.source_id = k.source_id AND d.dedup_key = k.dedup_key
 LEFT JOIN events e ON e.id = d.event_id;
 
 -- name: get_event
-SELECT * FROM events WHERE id = %(id)s AND account_id = %(account_id)s;
+-- The status and attempts as they are now: 'delivering' and the attempts in flight are read
+-- from the deliveries, not written by the claim (migration 0015); event_view shows them.
+SELECT e.*, gethookd_event_status(e) AS live_status, gethookd_event_attempts(e) AS live_attempts
+FROM events e WHERE id = %(id)s AND account_id = %(account_id)s;
 
 -- name: list_attempts
 SELECT id, event_id, destination_id, attempt_number, started_at, finished_at,
@@ -69,7 +72,7 @@ FROM delivery_attempts WHERE event_id = %(event_id)s
 ORDER BY started_at, attempt_number;
 
 -- name: outbound_by_external_id
-SELECT id, status FROM events
+SELECT e.id, gethookd_event_status(e) AS status FROM events e
 WHERE account_id = %(account_id)s AND direction = 'outbound'
   AND external_event_id = %(external_event_id)s AND replay_of IS NULL;
 
@@ -89,8 +92,14 @@ SELECT * FROM events WHERE id = ANY(%(ids)s::uuid[]) AND account_id = %(account_
 ORDER BY id FOR UPDATE;
 
 -- name: stats_by_status
-SELECT status, count(*) AS count FROM events
-WHERE account_id = %(account_id)s GROUP BY status ORDER BY status;
+-- Statuses as gethookd_event_status reads them, the deliveries in flight gathered once (a
+-- hashed set) rather than looked up per event.
+SELECT status, count(*) AS count FROM (
+    SELECT CASE WHEN e.status <> 'replayed'
+                     AND e.id IN (SELECT d.event_id FROM deliveries d WHERE d.status = 'in_flight')
+                THEN 'delivering' ELSE e.status END AS status
+    FROM events e WHERE e.account_id = %(account_id)s
+) s GROUP BY status ORDER BY status;
 
 -- name: stats_daily
 SELECT d::date AS date,

@@ -43,6 +43,9 @@
 -- chosen but not claimed (its event was locked by a flusher or a replay: more is due); a
 -- claim that took nothing comes back as one row of NULLs and those counts, or no row if
 -- all three are 0. Every table is read by key (see "Plans that cannot go wrong" above).
+-- The event is locked but not written: while a delivery is in flight its event reads as
+-- 'delivering', with the attempt counted (gethookd_event_status and
+-- gethookd_event_attempts, migration 0015); the finish writes its summary.
 WITH busy AS (
     SELECT * FROM unnest(%(busy_destinations)s::uuid[], %(busy_counts)s::int[])
         AS b(destination_id, n)
@@ -125,15 +128,6 @@ WITH busy AS (
 ), attempts AS (
     INSERT INTO delivery_attempts (id, delivery_id, event_id, destination_id, attempt_number)
     SELECT c.attempt_id, c.id, c.event_id, c.destination_id, c.attempt_count FROM claimed c
-), delivering AS (
-    -- attempts_count is the sum of the deliveries' attempt_count, as finish_deliveries
-    -- computes it; the claim adds the attempts it opens (this event's among the claimed,
-    -- counted in an array rather than joined).
-    UPDATE events e
-    SET status = CASE WHEN e.status = 'replayed' THEN e.status ELSE 'delivering' END,
-        attempts_count = e.attempts_count
-            + cardinality(array_positions(ARRAY(SELECT event_id FROM claimed), e.id))
-    WHERE e.id = ANY(ARRAY(SELECT event_id FROM claimed))
 ), jobs AS (
     -- Ids as text: the delivery process only passes them on (to a header, a log line, the
     -- finish), and parsing six into uuid.UUID a job and formatting them back cost about
