@@ -10,18 +10,21 @@
 --     attempt_count, as the finish writes it), never less than what was written.
 -- The finish writes both as before, from all of the event's deliveries.
 -- bench/bookkeeping.py: PostgreSQL's CPU a delivery 0.88x (bench/RESULTS.md).
-CREATE FUNCTION gethookd_event_status(e events) RETURNS text
+--
+-- They take the event's columns, not its row: a whole row (body and headers included) would
+-- be built for each call.
+CREATE FUNCTION gethookd_event_status(event_id uuid, status text) RETURNS text
 LANGUAGE sql STABLE AS $$
     SELECT CASE
-        WHEN e.status <> 'replayed' AND EXISTS (
-            SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'in_flight')
+        WHEN $2 <> 'replayed' AND EXISTS (
+            SELECT 1 FROM deliveries d WHERE d.event_id = $1 AND d.status = 'in_flight')
         THEN 'delivering'
-        ELSE e.status END
+        ELSE $2 END
 $$;
 
-CREATE FUNCTION gethookd_event_attempts(e events) RETURNS integer
+CREATE FUNCTION gethookd_event_attempts(event_id uuid, attempts_count integer) RETURNS integer
 LANGUAGE sql STABLE AS $$
-    SELECT GREATEST(e.attempts_count,
+    SELECT GREATEST($2,
                     (SELECT sum(d.attempt_count)::integer FROM deliveries d
-                     WHERE d.event_id = e.id))
+                     WHERE d.event_id = $1))
 $$;

@@ -22,8 +22,8 @@ import requests
 # Events as readers see them: the claim does not write an event's status or attempts, which
 # are read with the deliveries in flight (migration 0015). Use with as_now().
 EVENTS_NOW = (
-    "SELECT e.*, gethookd_event_status(e) AS live_status,"
-    " gethookd_event_attempts(e) AS live_attempts FROM events e"
+    "SELECT e.*, gethookd_event_status(e.id, e.status) AS live_status,"
+    " gethookd_event_attempts(e.id, e.attempts_count) AS live_attempts FROM events e"
 )
 
 

@@ -28,7 +28,8 @@
 -- name: filter_page
 -- One page, newest first: after a cursor (before_at, before_id) or at an offset. The status
 -- and attempts as they are now (see events.sql, get_event).
-SELECT e.*, gethookd_event_status(e) AS live_status, gethookd_event_attempts(e) AS live_attempts
+SELECT e.*, gethookd_event_status(e.id, e.status) AS live_status,
+       gethookd_event_attempts(e.id, e.attempts_count) AS live_attempts
 FROM events e
 WHERE e.account_id = %(account_id)s
   -- include: event_filter_where

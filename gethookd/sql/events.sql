@@ -54,7 +54,7 @@ FROM ev LEFT JOIN (SELECT event_id, count(*) AS deliveries FROM dl GROUP BY even
 
 -- name: dedup_holders
 -- Who holds the ids a batch could not take: the first event (what a duplicate answers).
-SELECT d.source_id, d.dedup_key, d.event_id, gethookd_event_status(e) AS status
+SELECT d.source_id, d.dedup_key, d.event_id, gethookd_event_status(e.id, e.status) AS status
 FROM unnest(%(k_source_id)s::uuid[], %(k_key)s::text[]) AS k(source_id, dedup_key)
 JOIN ingest_dedup d ON d.source_id = k.source_id AND d.dedup_key = k.dedup_key
 LEFT JOIN events e ON e.id = d.event_id;
@@ -62,7 +62,8 @@ LEFT JOIN events e ON e.id = d.event_id;
 -- name: get_event
 -- The status and attempts as they are now: 'delivering' and the attempts in flight are read
 -- from the deliveries, not written by the claim (migration 0015); event_view shows them.
-SELECT e.*, gethookd_event_status(e) AS live_status, gethookd_event_attempts(e) AS live_attempts
+SELECT e.*, gethookd_event_status(e.id, e.status) AS live_status,
+       gethookd_event_attempts(e.id, e.attempts_count) AS live_attempts
 FROM events e WHERE id = %(id)s AND account_id = %(account_id)s;
 
 -- name: list_attempts
@@ -72,7 +73,7 @@ FROM delivery_attempts WHERE event_id = %(event_id)s
 ORDER BY started_at, attempt_number;
 
 -- name: outbound_by_external_id
-SELECT e.id, gethookd_event_status(e) AS status FROM events e
+SELECT e.id, gethookd_event_status(e.id, e.status) AS status FROM events e
 WHERE account_id = %(account_id)s AND direction = 'outbound'
   AND external_event_id = %(external_event_id)s AND replay_of IS NULL;
 
@@ -92,14 +93,24 @@ SELECT * FROM events WHERE id = ANY(%(ids)s::uuid[]) AND account_id = %(account_
 ORDER BY id FOR UPDATE;
 
 -- name: stats_by_status
--- Statuses as gethookd_event_status reads them, the deliveries in flight gathered once (a
--- hashed set) rather than looked up per event.
-SELECT status, count(*) AS count FROM (
-    SELECT CASE WHEN e.status <> 'replayed'
-                     AND e.id IN (SELECT d.event_id FROM deliveries d WHERE d.status = 'in_flight')
-                THEN 'delivering' ELSE e.status END AS status
-    FROM events e WHERE e.account_id = %(account_id)s
-) s GROUP BY status ORDER BY status;
+-- Statuses as gethookd_event_status reads them: the counts as written, with the account's
+-- events that have a delivery in flight (a few, found from deliveries_leased) moved to
+-- 'delivering'. Nothing is looked up per event counted.
+WITH stored AS (
+    SELECT status, count(*) AS n FROM events
+    WHERE account_id = %(account_id)s GROUP BY status
+), moved AS (
+    SELECT e.status, count(*) AS n FROM events e
+    WHERE e.id IN (SELECT d.event_id FROM deliveries d
+                   WHERE d.status = 'in_flight' AND d.account_id = %(account_id)s)
+      AND e.account_id = %(account_id)s AND e.status NOT IN ('replayed', 'delivering')
+    GROUP BY e.status
+)
+SELECT status, sum(n)::bigint AS count FROM (
+    SELECT s.status, s.n - COALESCE(m.n, 0) AS n FROM stored s LEFT JOIN moved m USING (status)
+    UNION ALL
+    SELECT 'delivering', n FROM moved
+) counts GROUP BY status HAVING sum(n) > 0 ORDER BY status;
 
 -- name: stats_daily
 SELECT d::date AS date,
