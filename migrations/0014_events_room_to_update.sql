@@ -1,13 +1,15 @@
 -- Each event's row leaves room on its page for the versions that delivering it writes.
 --
--- An event is written three times on the hot path: stored by ingest, marked delivering by
--- the claim, summarised by the finish. Its status and counts are in no index, so the two
--- updates can be HOT (the new version on the same page, no index touched), but only if the
--- page has room: ingest packs pages full, so most went to another page, with a new entry
--- in each of the five indexes of events (primary key, account by time, by source, by type,
--- outbound id), each WAL-logged. With a quarter of each page kept free, the old versions
--- are pruned as the page is next visited and the room reused.
--- A claim and finish of 20,000 deliveries, batches of 50 (one connection): 5,600 of the
--- 40,000 updates were HOT before, 27,000 with fillfactor 70 (bench/RESULTS.md).
+-- An event is written on the hot path when ingest stores it and when the finish summarises
+-- its deliveries (and, until migration 0015, when the claim marked it delivering). Its
+-- status and counts are in no index, so those updates can be HOT (the new version on the
+-- same page, no index touched), but only if the page has room: ingest packs pages full, so
+-- most went to another page, with a new entry in each of the five indexes of events
+-- (primary key, account by time, by source, by type, outbound id), each WAL-logged. With a
+-- quarter of each page kept free, the old versions are pruned as the page is next visited
+-- and the room reused.
+-- A claim and finish of 20,000 deliveries, batches of 50 (one connection), when the claim
+-- still wrote the event: 5,600 of the 40,000 updates were HOT before, 27,000 with
+-- fillfactor 70 (bench/RESULTS.md).
 -- Applies to pages filled from now on; the existing ones keep what they hold.
 ALTER TABLE events SET (fillfactor = 70);

@@ -9,7 +9,7 @@
 --   - attempts_count counting the attempts in flight (the sum of its deliveries'
 --     attempt_count, as the finish writes it), never less than what was written.
 -- The finish writes both as before, from all of the event's deliveries.
--- bench/bookkeeping.py: PostgreSQL's CPU a delivery 0.88x (bench/RESULTS.md).
+-- bench/bookkeeping.py: PostgreSQL's CPU a delivery 0.88-0.92x (bench/RESULTS.md).
 --
 -- They take the event's columns, not its row: a whole row (body and headers included) would
 -- be built for each call.
