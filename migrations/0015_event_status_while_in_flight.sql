@@ -8,7 +8,10 @@
 --     the claim wrote it);
 --   - attempts_count counting the attempts in flight (the sum of its deliveries'
 --     attempt_count, as the finish writes it), never less than what was written.
--- The finish writes both as before, from all of the event's deliveries.
+-- The finish writes both as before, from all of the event's deliveries. The event filter
+-- (sql/event_filter.sql) and the stats by status (sql/events.sql) state the same rule over
+-- the set of deliveries in flight, gathered once per query instead of a call per event:
+-- a change to the rule goes to all three.
 -- bench/bookkeeping.py: PostgreSQL's CPU a delivery 0.88-0.92x (bench/RESULTS.md).
 --
 -- They take the event's columns, not its row: a whole row (body and headers included) would

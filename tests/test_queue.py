@@ -652,8 +652,8 @@ def test_an_event_is_written_once_by_its_delivery_and_on_its_own_page(gw, databa
     """The claim leaves the event alone (its status while in flight is read: migration
     0015); the finish writes its summary. Its status and counts are in no index, so that
     update can stay on the event's page (HOT), with no entry in any of its five indexes, if
-    the page has room: ingest packed pages full, so most went elsewhere (14% HOT, claim
-    and finish); migration 0014 keeps room. Half here, not all: a finish of 50 in order
+    the page has room: ingest packed pages full, so most went elsewhere (83 of these 600
+    HOT without migration 0014); 0014 keeps room. Half here, not all: a finish of 50 in order
     of arrival rewrites most of a page's events at once, more than its free quarter holds."""
     pipe = Pipeline(gw)
     pipe.ingest(600)
