@@ -147,6 +147,12 @@ QUEUE_PLANS = PLAN_BY_KEY + PLAN_GENERIC
 CLAIM_COMMIT = "SET LOCAL synchronous_commit = off;\n"
 
 
+# The error of an attempt whose lease expired: written by the claim that takes it over.
+ABANDONED = (
+    "the delivery process stopped before this attempt finished; retried after its lease expired"
+)
+
+
 def claim_fair(
     db: Database,
     limit: int,
@@ -200,6 +206,7 @@ def claim_params(
         # keep one row in a thousand and sort every due delivery instead of walking the
         # due index.
         "uncapped": not any(n >= cap for n in busy.values()),
+        "abandoned": ABANDONED,
     }
 
 

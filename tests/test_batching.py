@@ -116,7 +116,7 @@ def test_a_lost_lease_in_a_batch_changes_nothing_of_its_own(gw, database):
     assert row["status"] == "in_flight" and str(row["lease_token"]) == takeover.lease_token
     old, new = sql(
         database,
-        "SELECT * FROM delivery_attempts WHERE delivery_id = %s ORDER BY attempt_number",
+        "SELECT * FROM gethookd_attempts WHERE delivery_id = %s ORDER BY attempt_number",
         (stale.delivery_id,),
     )
     assert old["outcome"] == "cancelled" and old["response_status"] is None  # not overwritten

@@ -81,7 +81,7 @@ def delivery(database, delivery_id) -> dict:
 def attempts(database, delivery_id) -> list[dict]:
     return sql(
         database,
-        "SELECT * FROM delivery_attempts WHERE delivery_id = %s ORDER BY attempt_number",
+        "SELECT * FROM gethookd_attempts WHERE delivery_id = %s ORDER BY attempt_number",
         (delivery_id,),
     )
 
@@ -137,7 +137,7 @@ def test_attempts_go_with_their_delivery_when_a_destination_or_an_event_goes(gw,
     first, second = pipe.ingest(2)
     jobs = queue.claim(database, 10, LEASE)
     assert len(jobs) == 4
-    queue.finish_batch(database, [queue.Finished(j, FAIL, 30.0) for j in jobs[:2]])
+    queue.finish_batch(database, [queue.Finished(j, FAIL, 30.0) for j in jobs])  # written
     gone, kept = pipe.destinations
 
     def count(table: str, column: str, value) -> int:
@@ -197,7 +197,7 @@ def test_concurrent_claimers_never_get_the_same_delivery(gw, database, db_url):
     [counts] = sql(
         database,
         "SELECT count(*) AS attempts, count(DISTINCT delivery_id) AS deliveries,"
-        " max(attempt_number) AS highest FROM delivery_attempts",
+        " max(attempt_number) AS highest FROM gethookd_attempts",
     )
     assert counts == {"attempts": 300, "deliveries": 300, "highest": 1}
     statuses = sql(
@@ -291,6 +291,67 @@ def test_an_expired_lease_is_claimed_again_and_its_attempt_cancelled(gw, databas
     assert old["finished_at"] is not None and "lease expired" in old["error_message"]
     assert str(new["id"]) == second.attempt_id and new["outcome"] == "pending"
     assert event(database, event_id)["status"] == "delivering"
+
+
+def test_an_attempt_is_written_once_when_it_has_finished(gw, database):
+    """The claim keeps the open attempt on its delivery (migration 0016): readers see it
+    pending, with the id and start the job has; the finish writes it, with that id and
+    start, in one row."""
+    pipe = Pipeline(gw)
+    [event_id] = pipe.ingest(1)
+    [job] = queue.claim(database, 10, LEASE)
+    assert sql(database, "SELECT count(*) AS n FROM delivery_attempts") == [{"n": 0}]
+    [open_] = attempts(database, job.delivery_id)
+    assert str(open_["id"]) == job.attempt_id and open_["outcome"] == "pending"
+    assert open_["started_at"] == delivery(database, job.delivery_id)["updated_at"]
+    [shown] = gw.get_event(pipe.account_id, event_id)["attempts"]
+    assert str(shown["id"]) == job.attempt_id and shown["outcome"] == "pending"
+    assert shown["finished_at"] is None and shown["attempt_number"] == 1
+    assert gw.platform_stats()["delivery_attempts"] == 1
+
+    assert queue.finish(database, job, OK, None) == "succeeded"
+    [written] = sql(database, "SELECT * FROM delivery_attempts")
+    assert str(written["id"]) == job.attempt_id and written["outcome"] == "success"
+    assert written["started_at"] == open_["started_at"] <= written["finished_at"]
+    assert (written["response_status"], written["latency_ms"]) == (200, 5)
+    assert [str(a["id"]) for a in gw.get_event(pipe.account_id, event_id)["attempts"]] == [
+        job.attempt_id
+    ]
+    assert gw.platform_stats()["delivery_attempts"] == 1
+
+
+def test_a_pending_attempt_from_before_0016_is_shown_once_and_closed_on_takeover(gw, database):
+    """A rolling upgrade: a process from before migration 0016 claims a delivery whose
+    attempt_id is left from an attempt already written, and opens its attempt in
+    delivery_attempts. Readers show that row once and the written one once; a claim that
+    takes over its expired lease closes it, and writes no second row for the stale id."""
+    pipe = Pipeline(gw)
+    pipe.ingest(1)
+    [first] = queue.claim(database, 10, LEASE)
+    assert queue.finish(database, first, FAIL, 0.0) == "pending"
+    sql(  # as the claim before 0016 did it
+        database,
+        """
+        WITH d AS (
+            UPDATE deliveries SET status = 'in_flight', lease_token = gen_random_uuid(),
+                lease_expires_at = now() + interval '0.3 seconds',
+                attempt_count = attempt_count + 1
+            WHERE id = %s RETURNING id, event_id, destination_id, attempt_count
+        )
+        INSERT INTO delivery_attempts (delivery_id, event_id, destination_id, attempt_number)
+        SELECT id, event_id, destination_id, attempt_count FROM d
+        """,
+        (first.delivery_id,),
+    )
+    shown = [(a["attempt_number"], a["outcome"]) for a in attempts(database, first.delivery_id)]
+    assert shown == [(1, "http_5xx"), (2, "pending")]
+    [second] = wait_for(lambda: queue.claim(database, 10, LEASE), timeout=5, what="takeover")
+    assert second.attempt_number == 3
+    shown = [(a["attempt_number"], a["outcome"]) for a in attempts(database, first.delivery_id)]
+    assert shown == [(1, "http_5xx"), (2, "cancelled"), (3, "pending")]
+    assert queue.finish(database, second, OK, None) == "succeeded"
+    [n] = sql(database, "SELECT count(*) AS n FROM delivery_attempts")
+    assert n == {"n": 3}
 
 
 def test_expired_leases_are_reclaimed_before_new_work(gw, database):
@@ -632,9 +693,9 @@ def test_a_claim_reads_a_few_rows_not_the_whole_backlog(gw, database):
     assert seed
 
 
-def _event_updates(database: Database) -> tuple[int, int]:
-    """(updates, HOT updates) of events so far in this database, as the statistics say
-    once this backend's pending counts are reported."""
+def _writes(database: Database, table: str) -> tuple[int, int, int]:
+    """(inserts, updates, HOT updates) of `table` so far in this database, as the
+    statistics say once this backend's pending counts are reported."""
     with database.transaction() as cur:
         cur.raw.execute("SELECT 1 FROM pg_proc WHERE proname = 'pg_stat_force_next_flush'")
         if cur.raw.fetchone():
@@ -643,9 +704,10 @@ def _event_updates(database: Database) -> tuple[int, int]:
         time.sleep(1.0)  # reported within half a second by older servers
     [row] = sql(
         database,
-        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'events'",
+        "SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = %s",
+        (table,),
     )
-    return row["n_tup_upd"], row["n_tup_hot_upd"]
+    return row["n_tup_ins"], row["n_tup_upd"], row["n_tup_hot_upd"]
 
 
 def test_an_event_is_written_once_by_its_delivery_and_on_its_own_page(gw, database):
@@ -654,28 +716,35 @@ def test_an_event_is_written_once_by_its_delivery_and_on_its_own_page(gw, databa
     update can stay on the event's page (HOT), with no entry in any of its five indexes, if
     the page has room: ingest packed pages full, so most went elsewhere (83 of these 600
     HOT without migration 0014); 0014 keeps room. Half here, not all: a finish of 50 in order
-    of arrival rewrites most of a page's events at once, more than its free quarter holds."""
+    of arrival rewrites most of a page's events at once, more than its free quarter holds.
+    Each attempt is one row written once, when it has finished (migration 0016)."""
     pipe = Pipeline(gw)
     pipe.ingest(600)
     one = Database(database.dsn, maxconn=1)  # its statistics are the ones flushed
     try:
-        before = _event_updates(one)
+        before = _writes(one, "events"), _writes(one, "delivery_attempts")
         done = 0
         while jobs := queue.claim(one, 50, LEASE):
             queue.finish_batch(one, [queue.Finished(job, OK, None) for job in jobs])
             done += len(jobs)
-        updates, hot = (a - b for a, b in zip(_event_updates(one), before, strict=True))
+        after = _writes(one, "events"), _writes(one, "delivery_attempts")
     finally:
         one.close()
+    (_, updates, hot), attempts = (
+        tuple(a - b for a, b in zip(now, then, strict=True))
+        for now, then in zip(after, before, strict=True)
+    )
     assert done == 600
     assert updates == 600  # the finish's: the claim wrote none
     assert hot >= 0.4 * updates, f"{hot} of {updates} updates of events were HOT"
+    assert attempts == (600, 0, 0)  # inserted once each, never updated
 
 
 def _grow(cur, account, dest, status: str, attempts: bool = True) -> None:
     """60,000 events with a delivery each, whose status is the SQL expression `status` of
     its number n (a literal % written %%), and (unless not `attempts`) an attempt each:
-    open while its delivery is in flight (with a live lease), else finished."""
+    open on its delivery while it is in flight (with a live lease), else written, finished
+    (migration 0016)."""
     cur.execute(
         f"""
         WITH ev AS (
@@ -685,21 +754,21 @@ def _grow(cur, account, dest, status: str, attempts: bool = True) -> None:
         ), d AS (
             INSERT INTO deliveries (event_id, destination_id, account_id, max_attempts,
                                     status, attempt_count, lease_token, lease_expires_at,
-                                    next_attempt_at)
+                                    next_attempt_at, attempt_id, attempt_started_at)
             SELECT id, %(d)s, %(a)s, 3, status, 1,
                    CASE WHEN status = 'in_flight' THEN gen_random_uuid() END,
                    CASE WHEN status = 'in_flight' THEN now() + interval '1 hour' END,
-                   now() - make_interval(secs => n)
+                   now() - make_interval(secs => n),
+                   CASE WHEN status = 'in_flight' AND %(attempts)s THEN gethookd_uuid7() END,
+                   CASE WHEN status = 'in_flight' AND %(attempts)s THEN now() END
             FROM (SELECT id, n, {status} AS status
                   FROM (SELECT id, row_number() OVER () AS n FROM ev) numbered) s
             RETURNING id, event_id, status
         )
         INSERT INTO delivery_attempts (delivery_id, event_id, destination_id, attempt_number,
                                        outcome, finished_at)
-        SELECT id, event_id, %(d)s, 1,
-               CASE WHEN status = 'in_flight' THEN 'pending' ELSE 'http_5xx' END,
-               CASE WHEN status = 'in_flight' THEN NULL ELSE now() END
-        FROM d WHERE %(attempts)s
+        SELECT id, event_id, %(d)s, 1, 'http_5xx', now()
+        FROM d WHERE %(attempts)s AND status <> 'in_flight'
         """,
         {"a": account, "d": dest, "attempts": attempts},
     )
@@ -856,9 +925,8 @@ def test_a_prepared_finish_planned_on_empty_tables_still_reads_a_few_rows(gw, da
     def in_flight(cur) -> dict:
         cur.execute(
             # The ids as text, as the claim returns a job's.
-            "SELECT d.id::text, d.lease_token::text, a.id::text, d.event_id::text"
-            " FROM deliveries d JOIN delivery_attempts a ON a.delivery_id = d.id"
-            " WHERE d.status = 'in_flight'"
+            "SELECT d.id::text, d.lease_token::text, d.attempt_id::text, d.event_id::text"
+            " FROM deliveries d WHERE d.status = 'in_flight'"
         )
         jobs = [
             queue.Job(

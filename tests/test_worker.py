@@ -148,7 +148,7 @@ def all_in(database, event_ids, status: str) -> bool:
 def attempts_of(database, event_id) -> list[dict]:
     return sql(
         database,
-        "SELECT * FROM delivery_attempts WHERE event_id = %s ORDER BY attempt_number",
+        "SELECT * FROM gethookd_attempts WHERE event_id = %s ORDER BY attempt_number",
         (event_id,),
     )
 

@@ -67,9 +67,10 @@ SELECT e.*, gethookd_event_status(e.id, e.status) AS live_status,
 FROM events e WHERE id = %(id)s AND account_id = %(account_id)s;
 
 -- name: list_attempts
+-- The attempts written, and one pending attempt per delivery in flight (migration 0016).
 SELECT id, event_id, destination_id, attempt_number, started_at, finished_at,
        response_status, response_body, error_message, latency_ms, outcome
-FROM delivery_attempts WHERE event_id = %(event_id)s
+FROM gethookd_attempts WHERE event_id = %(event_id)s
 ORDER BY started_at, attempt_number;
 
 -- name: outbound_by_external_id
@@ -127,9 +128,10 @@ LEFT JOIN events e
 GROUP BY d ORDER BY d;
 
 -- name: platform_stats
+-- The attempts in flight are counted too (migration 0016).
 SELECT (SELECT count(*) FROM events) AS events_processed,
        (SELECT count(*) FROM events WHERE status = 'delivered') AS events_delivered,
-       (SELECT count(*) FROM delivery_attempts) AS delivery_attempts,
+       (SELECT count(*) FROM gethookd_attempts) AS delivery_attempts,
        (SELECT count(*) FILTER (WHERE outcome = 'success') FROM delivery_attempts) AS successes,
        (SELECT count(*) FILTER (WHERE outcome NOT IN ('pending', 'cancelled'))
         FROM delivery_attempts) AS finished;

@@ -22,7 +22,10 @@
 
 -- name: claim_deliveries
 -- Take up to %(limit)s deliveries whose worker died (lease expired) or that are due, lease
--- them, open a pending attempt for each, and return what sending needs: one statement.
+-- them, open an attempt for each, and return what sending needs: one statement. The open
+-- attempt is kept on the delivery (attempt_id, attempt_started_at) and written to
+-- delivery_attempts once it has finished (migration 0016); an expired lease's attempt is
+-- written here, as cancelled.
 -- Fairness: the calling process passes how many deliveries of each destination it has in
 -- flight (%(busy_destinations)s, %(busy_counts)s) and the per-destination cap %(cap)s; no
 -- destination gets more than its remaining allowance. Candidates are locked as they are
@@ -84,9 +87,10 @@ WITH busy AS (
 ), picked AS (
     -- The events locked now; each row re-checked on its latest version (the candidate
     -- lock already waited for nobody, so this is the row as it is).
-    SELECT x.id, x.expired, ch.ord
+    SELECT x.*, ch.ord
     FROM chosen ch CROSS JOIN LATERAL (
-        SELECT d.id, d.status = 'in_flight' AS expired
+        SELECT d.id, d.status = 'in_flight' AS expired, d.event_id, d.destination_id,
+               d.attempt_count, d.attempt_id, d.attempt_started_at
         FROM deliveries d JOIN events e ON e.id = d.event_id
         WHERE d.id = ch.id AND e.id = ch.event_id
           AND ((d.status = 'pending' AND d.next_attempt_at <= now())
@@ -108,6 +112,8 @@ WITH busy AS (
         lease_token = gen_random_uuid(),
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s::float8),
         attempt_count = d.attempt_count + 1,
+        attempt_id = gethookd_uuid7(),
+        attempt_started_at = now(),
         updated_at = now()
     WHERE d.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING d.id, d.event_id, d.destination_id, d.lease_token, d.attempt_count,
@@ -115,19 +121,25 @@ WITH busy AS (
               -- Its place in the chosen order, found in an array, not by a join to
               -- picked (see "Plans that cannot go wrong").
               array_position(ARRAY(SELECT id FROM picked ORDER BY ord), d.id) AS ord,
-              gethookd_uuid7() AS attempt_id  -- chosen here: jobs needs no join to attempts
+              d.attempt_id
 ), abandoned AS (
     -- Only a lease that expired leaves an attempt open (every other way out of in_flight
-    -- closes it): a claim of due rows looks up no attempt at all.
+    -- writes it): a claim of due rows writes no attempt at all. Written as cancelled, with
+    -- the id and start its process had; ON CONFLICT: an id left on a delivery that a
+    -- process from before migration 0016 claimed again (its attempt is the row below).
+    INSERT INTO delivery_attempts (id, delivery_id, event_id, destination_id, attempt_number,
+                                   started_at, finished_at, outcome, error_message)
+    SELECT p.attempt_id, p.id, p.event_id, p.destination_id, p.attempt_count,
+           p.attempt_started_at, now(), 'cancelled', %(abandoned)s
+    FROM picked p WHERE p.expired AND p.attempt_id IS NOT NULL
+    ON CONFLICT (id) DO NOTHING
+), abandoned_before_0016 AS (
+    -- A lease taken by a process from before migration 0016 left its attempt pending in
+    -- delivery_attempts (a rolling upgrade).
     UPDATE delivery_attempts a
-    SET outcome = 'cancelled', finished_at = now(),
-        error_message = 'the delivery process stopped before this attempt finished; '
-                        'retried after its lease expired'
+    SET outcome = 'cancelled', finished_at = now(), error_message = %(abandoned)s
     WHERE a.delivery_id = ANY(ARRAY(SELECT id FROM picked WHERE expired))
       AND a.outcome = 'pending'
-), attempts AS (
-    INSERT INTO delivery_attempts (id, delivery_id, event_id, destination_id, attempt_number)
-    SELECT c.attempt_id, c.id, c.event_id, c.destination_id, c.attempt_count FROM claimed c
 ), jobs AS (
     -- Ids as text: the delivery process only passes them on (to a header, a log line, the
     -- finish), and parsing six into uuid.UUID a job and formatting them back cost about
@@ -279,8 +291,9 @@ WITH input AS (
     FROM input i
     WHERE d.id = i.delivery_id AND d.lease_token = i.lease_token
       AND d.id = ANY(%(delivery_ids)s::uuid[])
-    RETURNING d.id, d.event_id, d.status, d.attempt_count, d.next_attempt_at, i.attempt_id,
-              i.outcome, i.response_status, i.response_body, i.error_message, i.latency_ms
+    RETURNING d.id, d.event_id, d.destination_id, d.status, d.attempt_count,
+              d.next_attempt_at, d.attempt_started_at, i.attempt_id, i.outcome,
+              i.response_status, i.response_body, i.error_message, i.latency_ms
 ), health AS (
     UPDATE destinations dst
     SET consecutive_failures = v.failures,
@@ -307,14 +320,15 @@ WITH input AS (
               dst.consecutive_failures, dst.circuit_open_until, v.was_disabled,
               dst.disabled_at, dst.disabled_reason
 ), attempt AS (
-    -- The outcome rides on the fenced rows: no join of two CTEs (estimated at a row each
-    -- and joined row by row).
-    UPDATE delivery_attempts a
-    SET outcome = f.outcome, finished_at = now(), response_status = f.response_status,
-        response_body = f.response_body, error_message = f.error_message,
-        latency_ms = f.latency_ms
+    -- The attempt is written once, finished (migration 0016); its outcome rides on the
+    -- fenced rows: no join of two CTEs (estimated at a row each and joined row by row).
+    INSERT INTO delivery_attempts (id, delivery_id, event_id, destination_id, attempt_number,
+                                   started_at, finished_at, outcome, response_status,
+                                   response_body, error_message, latency_ms)
+    SELECT f.attempt_id, f.id, f.event_id, f.destination_id, f.attempt_count,
+           f.attempt_started_at, now(), f.outcome, f.response_status, f.response_body,
+           f.error_message, f.latency_ms
     FROM fenced f
-    WHERE a.id = f.attempt_id AND a.id = ANY(%(attempt_ids)s::uuid[])
 ), siblings AS (
     -- The events' deliveries as this statement leaves them: the others as committed, the
     -- batch's as just updated (a statement does not see its own CTEs' updates).
