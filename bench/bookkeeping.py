@@ -11,7 +11,9 @@ is sent. Printed per delivery:
   - python: the CPU of the process doing it (time.process_time), PostgreSQL's apart;
   - postgres: the CPU of its PostgreSQL backends (/proc, so the server must be on this
     machine), also in the first and the last quarter of the round: a cost that grows with
-    the history (a plan that reads a whole table) makes the last quarter the dearer.
+    the history (a plan that reads a whole table) makes the last quarter the dearer;
+  - wal: the bytes of write-ahead log the round wrote (every row version and index entry
+    is logged), which the host does not move at all.
 
 These figures move with the host less than throughput does: a change to the hot path's
 bookkeeping shows here when delivery rates are lost in the noise. With --against DIR, another
@@ -117,6 +119,15 @@ def measure(admin_url: str, events: int, batch: int) -> dict:
                 ticks += int(fields[11]) + int(fields[12])
             return ticks / os.sysconf("SC_CLK_TCK")
 
+        def wal_position() -> int:
+            conn = psycopg2.connect(url)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+                    return int(cur.fetchone()[0])
+            finally:
+                conn.close()
+
         def one_batch() -> int:
             jobs = queue.claim(db, batch, 60, busy=dict(worker.busy))
             for job in jobs:
@@ -137,6 +148,7 @@ def measure(admin_url: str, events: int, batch: int) -> dict:
         python = postgres = 0.0
         delivered = 0
         batches: list[tuple[int, float]] = []  # per batch: deliveries, PostgreSQL's CPU
+        wal = wal_position()
         while True:
             py0, pg0 = time.process_time(), cpu_of(pids)
             n = one_batch()
@@ -161,6 +173,7 @@ def measure(admin_url: str, events: int, batch: int) -> dict:
             "postgres_us": postgres / delivered * 1e6,
             "postgres_first_quarter_us": quarter_us(batches[:q]),
             "postgres_last_quarter_us": quarter_us(batches[-q:]),
+            "wal_bytes": (wal_position() - wal) / delivered,
         }
     finally:
         if db is not None:
@@ -219,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"round {index + 1}: {got['code']}: python {got['python_us']:.0f} us, "
                     f"postgres {got['postgres_us']:.0f} us a delivery (its first quarter "
                     f"{got['postgres_first_quarter_us']:.0f}, "
-                    f"last {got['postgres_last_quarter_us']:.0f})",
+                    f"last {got['postgres_last_quarter_us']:.0f}), "
+                    f"wal {got['wal_bytes']:.0f} bytes",
                     flush=True,
                 )
     finally:
@@ -231,7 +245,11 @@ def main(argv: list[str] | None = None) -> int:
             statistics.median(r["postgres_us"] for r in rows),
         )
         py, pgcpu = medians[checkout]
-        print(f"median {rows[0]['code']}: python {py:.0f} us, postgres {pgcpu:.0f} us a delivery")
+        wal = statistics.median(r["wal_bytes"] for r in rows)
+        print(
+            f"median {rows[0]['code']}: python {py:.0f} us, postgres {pgcpu:.0f} us, "
+            f"wal {wal:.0f} bytes a delivery"
+        )
     if args.against:
         (py, pgcpu), (py_other, pg_other) = medians[ROOT], medians[checkouts[1]]
         print(
