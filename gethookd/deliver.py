@@ -16,7 +16,7 @@ import time
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 import gevent
@@ -41,8 +41,9 @@ _HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection"}
 OUTCOMES = ("success", "timeout", "network_error", "http_4xx", "http_5xx", "cancelled")
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
+    """One attempt to send (a named tuple: made per delivery, see queue.Job)."""
+
     url: str
     body: bytes
     content_type: str | None
@@ -220,7 +221,8 @@ class Sender:
     ) -> tuple[int, str | None, str]:
         """POST on a pooled connection: the answer's status, Retry-After and body (at most
         RESPONSE_BODY_LIMIT bytes, decoded). A connection goes back to the pool only after
-        an answer read to its end that allows keep-alive; any other is closed."""
+        an answer read to its end that allows keep-alive; any other is closed. `timeout`
+        bounds the connect only: the caller bounds the whole exchange (send's deadline)."""
         head = _request_head(target, headers, len(body))
         pool = self.pool(target)
         conn = pool._get_conn()  # a kept connection (checked not dropped), or a new one
@@ -229,8 +231,10 @@ class Sender:
             if conn.sock is None:
                 conn.timeout = timeout
                 conn.connect()  # the SSRF-pinned address, TLS verified against the URL's name
+                # No deadline per socket operation: each one that waited armed a timer of
+                # its own beside send()'s, which bounds the whole exchange.
+                conn.sock.settimeout(None)
             sock = conn.sock
-            sock.settimeout(timeout)
             sock.sendall(head + body)
             answer = _Answer()
             parser = answer.parser = httptools.HttpResponseParser(answer)
@@ -428,7 +432,7 @@ def send(req: Request, session: Sender) -> Outcome:
         headers = build_headers(req)
         if target.authorization:
             headers["Authorization"] = target.authorization
-        # Per socket operation; the overall deadline above is the one that bites.
+        # The connect's own timeout; the overall deadline above is the one that bites.
         status, retry_after, body = session.exchange(target, headers, req.body, req.timeout + 1)
     except gevent.Timeout as exc:
         if exc is not timer:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from gethookd.db import Cursor, Database
 from gethookd.deliver import Outcome, cap_text
@@ -19,10 +19,11 @@ from gethookd.deliver import Outcome, cap_text
 OK_OR_RELEASED = ("success", "cancelled")  # outcomes that are not a destination's failure
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(NamedTuple):
     """One claimed delivery: everything sending needs, and the lease that fences it. Its
-    ids are text, as the claim returns them (see claim_deliveries)."""
+    ids are text, as the claim returns them (see claim_deliveries). A named tuple, made
+    from the claim's row as it is: a frozen dataclass of these 19 fields cost 5 us to make
+    (each field set through object.__setattr__), about 2% of a delivery process's CPU."""
 
     delivery_id: str
     lease_token: str
@@ -46,8 +47,7 @@ class Job:
     custom_headers: dict | None
 
 
-@dataclass(frozen=True)
-class Finished:
+class Finished(NamedTuple):
     """One attempt's result, ready to be recorded: retry_in is None for a success or a
     final failure (dead letter), else the seconds until the next attempt."""
 
@@ -171,17 +171,21 @@ def claim_fair(
             "claim_deliveries", params, before=QUEUE_PLANS + CLAIM_COMMIT
         )
     # parked, trimmed, lost; then the job's columns, ending with its order (sorted by it).
-    fields = names[3:-1]
+    if tuple(names[3:-1]) != Job._fields:
+        raise RuntimeError(f"claim_deliveries returns {names[3:-1]}, not Job's fields")
     jobs = []
     parked = trimmed = lost = 0
     for row in rows:
         parked, trimmed, lost = row[:3]
         if row[3] is None:
             continue
-        job = dict(zip(fields, row[3:-1], strict=True))
-        job["body"] = bytes(job["body"])
-        jobs.append(Job(**job))
+        job = list(row[3:-1])
+        job[_BODY] = bytes(job[_BODY])
+        jobs.append(Job._make(job))
     return Claimed(jobs, parked, trimmed, lost)
+
+
+_BODY = Job._fields.index("body")
 
 
 def claim_params(

@@ -88,6 +88,7 @@ class DeliveryWorker:
         self._claim_min = max(1, min(CLAIM_BATCH, config.WORKER_MAX_CONCURRENCY) // 2)
         self._secrets: dict[tuple[str, str], str] = {}  # (ciphertext, aad) -> plaintext
         self._signing: dict[tuple, tuple[str, ...]] = {}  # (dest, current, previous) -> secrets
+        self._timeout = config.DELIVERY_TIMEOUT  # read per delivery: Config's lookup is Python
         # No cookies, no retries, and every connection checked by the SSRF policy.
         self.session = deliver.new_session(
             ssrf.Policy.from_config(config), pool_maxsize=config.WORKER_MAX_CONCURRENCY
@@ -361,7 +362,7 @@ class DeliveryWorker:
             auth = json.loads(
                 self._decrypt(job.auth_config_enc, aad("destinations.auth_config", dest))
             )
-        timeout = self.config.DELIVERY_TIMEOUT
+        timeout = self._timeout
         if job.timeout_seconds and job.timeout_seconds > 0:
             timeout = min(float(job.timeout_seconds), timeout)
         return deliver.Request(
