@@ -250,10 +250,13 @@ def finish_batch(db: Database, batch: list[Finished], circuit: Circuit | None = 
         return Recorded([], [])
     params = finish_params(batch, circuit)
     with _single_statement(db) as cur:
-        rows = cur.prepared("finish_deliveries", params, before=QUEUE_PLANS)
-    got = {row["delivery_id"]: row["status"] for row in rows}  # ids as text, as the jobs'
+        # Tuples, not dicts: RealDictCursor built each row in Python (as for the claim).
+        names, rows = cur.prepared_tuples("finish_deliveries", params, before=QUEUE_PLANS)
+    if names != ["delivery_id", "status", "transitions"]:
+        raise RuntimeError(f"finish_deliveries returns {names}")
+    got = {delivery_id: status for delivery_id, status, _ in rows}  # ids as text, as the jobs'
     statuses = [got.get(f.job.delivery_id) for f in batch]
-    transitions = (rows[0]["transitions"] if rows else None) or []
+    transitions = (rows[0][2] if rows else None) or []
     if any(s == "pending" and not f.retry_in for s, f in zip(statuses, batch, strict=True)):
         with _single_statement(db) as cur:
             cur.run("notify_deliveries")  # due at once: let any delivery process take it
