@@ -47,6 +47,9 @@ class Job(NamedTuple):
     custom_headers: dict | None
 
 
+_BODY = Job._fields.index("body")  # the claim's bytea arrives as a memoryview
+
+
 class Finished(NamedTuple):
     """One attempt's result, ready to be recorded: retry_in is None for a success or a
     final failure (dead letter), else the seconds until the next attempt."""
@@ -183,9 +186,6 @@ def claim_fair(
         job[_BODY] = bytes(job[_BODY])
         jobs.append(Job._make(job))
     return Claimed(jobs, parked, trimmed, lost)
-
-
-_BODY = Job._fields.index("body")
 
 
 def claim_params(

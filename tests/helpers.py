@@ -20,18 +20,12 @@ import psycopg2
 import requests
 
 # Events as readers see them: the claim does not write an event's status or attempts, which
-# are read with the deliveries in flight (migration 0015). Use with as_now().
+# are read with the deliveries in flight (migration 0015). Use with
+# gethookd.services.events.as_now().
 EVENTS_NOW = (
     "SELECT e.*, gethookd_event_status(e.id, e.status) AS live_status,"
     " gethookd_event_attempts(e.id, e.attempts_count) AS live_attempts FROM events e"
 )
-
-
-def as_now(row: dict) -> dict:
-    """A row of EVENTS_NOW with its status and attempts_count as they are now."""
-    row["status"] = row.pop("live_status")
-    row["attempts_count"] = row.pop("live_attempts")
-    return row
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:

@@ -10,7 +10,8 @@ from gethookd import queue
 from gethookd.db import Database
 from gethookd.deliver import Outcome
 from gethookd.service import Gateway
-from helpers import EVENTS_NOW, as_now, wait_for
+from gethookd.services.events import as_now
+from helpers import EVENTS_NOW, wait_for
 
 LEASE = 60
 OK = Outcome("success", 200, "ok", None, 3)

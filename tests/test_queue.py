@@ -18,7 +18,8 @@ from gethookd import queue
 from gethookd.db import QUERIES, Database
 from gethookd.deliver import RESPONSE_BODY_LIMIT, Outcome
 from gethookd.service import Gateway
-from helpers import EVENTS_NOW, as_now, wait_for
+from gethookd.services.events import as_now
+from helpers import EVENTS_NOW, wait_for
 
 LEASE = 60.0
 OK = Outcome("success", 200, "ok", None, 5)

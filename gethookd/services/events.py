@@ -406,11 +406,18 @@ def _guess_content_type(body: bytes) -> str:
     return "application/json"
 
 
-def event_view(row: dict) -> dict:
-    """The event as the API shows it, with its status and attempts as they are now (the
-    claim does not write them; see get_event in sql/events.sql)."""
+def as_now(row: dict) -> dict:
+    """An event row read with live_status and live_attempts (see get_event in
+    sql/events.sql), with its status and attempts_count as they are now: the claim does not
+    write them."""
     row["status"] = row.pop("live_status")
     row["attempts_count"] = row.pop("live_attempts")
+    return row
+
+
+def event_view(row: dict) -> dict:
+    """The event as the API shows it, its status and attempts as they are now."""
+    as_now(row)
     row["body"] = bytes(row["body"]).decode("utf-8", errors="replace")
     row.pop("content_type", None)
     return row
