@@ -561,6 +561,39 @@ def test_response_body_is_stored_capped_and_nul_safe(gw, database):
     assert row["error_message"] == "bad\ufffdrequest"
 
 
+def test_a_batch_of_outcomes_is_stored_as_it_came(gw, database):
+    """The finish's rows travel as one JSON text: whatever a destination answers (quotes,
+    backslashes, braces and commas of array syntax, control characters, an escape written
+    out, text beyond ASCII) is stored as it came, each outcome on its own delivery."""
+    pipe = Pipeline(gw)
+    pipe.ingest(3)
+    jobs = queue.claim(database, 10, LEASE)
+    answers = [
+        Outcome("http_4xx", 422, '{"error": "bad \\"amount\\"", "path": "C:\\\\x"}', None, 7),
+        Outcome("http_5xx", 503, "a,b}{c\n\tNULL\x01 \\u0000 ☃ 𝄞", "upstream: 'down'", 12),
+        Outcome("success", 200, "", None, 3),
+    ]
+    finished = [
+        queue.Finished(job, answer, None if answer.ok else 30.0)
+        for job, answer in zip(jobs, answers, strict=True)
+    ]
+    assert queue.finish_many(database, finished) == ["pending", "pending", "succeeded"]
+    for job, answer in zip(jobs, answers, strict=True):
+        [row] = sql(
+            database,
+            "SELECT outcome, response_status, response_body, error_message, latency_ms"
+            " FROM delivery_attempts WHERE id = %s AND delivery_id = %s",
+            (job.attempt_id, job.delivery_id),
+        )
+        assert tuple(row.values()) == (
+            answer.outcome,
+            answer.response_status,
+            answer.response_body,
+            answer.error_message,
+            answer.latency_ms,
+        )
+
+
 def test_release_gives_the_lease_back_at_once(gw, database):
     pipe = Pipeline(gw)
     [event_id] = pipe.ingest(1)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
 import random
 import threading
@@ -31,7 +30,7 @@ from typing import Any
 import psycopg2
 
 from gethookd import db
-from gethookd.db import QUERIES, connect
+from gethookd.db import QUERIES, connect, json_rows
 from gethookd.ids import id_text, uuid7s_with_text
 
 log = logging.getLogger("gethookd.committer")
@@ -132,27 +131,10 @@ def store_params(items: list[Pending]) -> dict[str, str]:
                 }
             )
     return {
-        "events": _json(events),
-        "deliveries": _json(deliveries),
-        "keys": _json(keys),
+        "events": json_rows(events),
+        "deliveries": json_rows(deliveries),
+        "keys": json_rows(keys),
     }
-
-
-def _json(rows: list[dict]) -> str:
-    text = json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
-    if "\\u0000" in text:  # rare: PostgreSQL's json cannot hold NUL in text; drop them
-        text = json.dumps(_without_nul(rows), separators=(",", ":"), ensure_ascii=False)
-    return text
-
-
-def _without_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_nul(v) for v in value]
-    return value
 
 
 def store(

@@ -184,14 +184,10 @@ SELECT 1 FROM destinations WHERE id = ANY(%(destination_ids)s::uuid[])
        AND circuit_state = 'closed' AND last_success_at >= now() - interval '1 second'))
 ORDER BY id FOR NO KEY UPDATE;
 WITH input AS (
-    SELECT * FROM unnest(%(delivery_ids)s::uuid[], %(lease_tokens)s::uuid[],
-                         %(attempt_ids)s::uuid[], %(statuses)s::text[],
-                         %(retry_ins)s::float8[], %(outcomes)s::text[],
-                         %(response_statuses)s::int[], %(response_bodies)s::text[],
-                         %(error_messages)s::text[], %(latencies)s::int[],
-                         %(gones)s::bool[])
-        AS i(delivery_id, lease_token, attempt_id, status, retry_in, outcome,
-             response_status, response_body, error_message, latency_ms, gone)
+    SELECT * FROM json_to_recordset(%(rows)s::json)
+        AS i(delivery_id uuid, lease_token uuid, attempt_id uuid, status text,
+             retry_in float8, outcome text, response_status int, response_body text,
+             error_message text, latency_ms int, gone bool)
 ), live AS (
     -- The rows whose lease still holds (the fence below re-checks it under the row lock).
     -- The lease token alone fences: every way out of in_flight clears or replaces it, and
