@@ -473,3 +473,35 @@ def test_two_workers_deliver_each_event_exactly_once(gw, database, sink, start_w
         database, "SELECT count(*) AS n, count(DISTINCT delivery_id) AS d FROM delivery_attempts"
     )
     assert counts == {"n": 150, "d": 150}
+
+
+def test_through_a_backlog_results_are_recorded_in_fewer_larger_batches(
+    gw, database, sink, start_worker
+):
+    """Once a batch of results held FLUSH_GATHER_FROM or more, the next is written no
+    sooner than FLUSH_GATHER after it: each finish costs a fixed share, so under load the
+    finishes are fewer and larger. The attempts of one batch share its transaction's time
+    (finished_at), so the batches show in the rows; and each event is delivered once."""
+    from gethookd.process.worker import FLUSH_GATHER, FLUSH_GATHER_FROM
+
+    route = Route(gw, sink.url)
+    ids = route.ingest(1000)
+    start_worker(WORKER_MAX_CONCURRENCY="50")
+    wait_for(lambda: all_in(database, ids, "delivered"), timeout=60, what="1,000 delivered")
+    batches = sql(
+        database,
+        "SELECT finished_at, count(*) AS n FROM delivery_attempts"
+        " GROUP BY finished_at ORDER BY finished_at",
+    )
+    assert sum(b["n"] for b in batches) == 1000
+    assert len(set(sink.event_ids())) == 1000
+    gaps = [
+        (later["finished_at"] - earlier["finished_at"]).total_seconds()
+        for earlier, later in zip(batches, batches[1:], strict=False)
+        if earlier["n"] >= FLUSH_GATHER_FROM
+    ]
+    sizes = [b["n"] for b in batches]
+    assert len(gaps) >= 3, f"a backlog of 1,000 should make large batches: {sizes}"
+    # The next batch's transaction starts FLUSH_GATHER after the last one's flush began,
+    # whose transaction started a moment later: allow that moment.
+    assert sorted(gaps)[len(gaps) // 2] >= FLUSH_GATHER * 0.9, (gaps, sizes)
