@@ -481,12 +481,15 @@ def test_through_a_backlog_results_are_recorded_in_fewer_larger_batches(
     """Once a batch of results held FLUSH_GATHER_FROM or more, the next is written no
     sooner than FLUSH_GATHER after it: each finish costs a fixed share, so under load the
     finishes are fewer and larger. The attempts of one batch share its transaction's time
-    (finished_at), so the batches show in the rows; and each event is delivered once."""
-    from gethookd.process.worker import FLUSH_GATHER, FLUSH_GATHER_FROM
+    (finished_at), so the batches show in the rows; and each event is delivered once.
+    FLUSH_GATHER_FROM is 8 here, so that a slow machine still makes such batches."""
+    from gethookd.process.worker import FLUSH_GATHER
 
+    gather_from = 8
+    script = WORKER.replace("sys.exit(", f"worker.FLUSH_GATHER_FROM = {gather_from}\nsys.exit(")
     route = Route(gw, sink.url)
     ids = route.ingest(1000)
-    start_worker(WORKER_MAX_CONCURRENCY="50")
+    start_worker(script=script, WORKER_MAX_CONCURRENCY="50")
     wait_for(lambda: all_in(database, ids, "delivered"), timeout=60, what="1,000 delivered")
     batches = sql(
         database,
@@ -498,7 +501,7 @@ def test_through_a_backlog_results_are_recorded_in_fewer_larger_batches(
     gaps = [
         (later["finished_at"] - earlier["finished_at"]).total_seconds()
         for earlier, later in zip(batches, batches[1:], strict=False)
-        if earlier["n"] >= FLUSH_GATHER_FROM
+        if earlier["n"] >= gather_from
     ]
     sizes = [b["n"] for b in batches]
     assert len(gaps) >= 3, f"a backlog of 1,000 should make large batches: {sizes}"
