@@ -283,20 +283,19 @@ def finish_params(batch: list[Finished], circuit: Circuit | None = None) -> dict
         "rows": json_rows(
             [
                 {
-                    "delivery_id": job.delivery_id,
-                    "lease_token": job.lease_token,
-                    "attempt_id": job.attempt_id,
+                    "delivery_id": f.job.delivery_id,
+                    "lease_token": f.job.lease_token,
+                    "attempt_id": f.job.attempt_id,
                     "status": f.status,
                     "retry_in": max(0.0, f.retry_in or 0.0),
-                    "outcome": result.outcome,
-                    "response_status": result.response_status,
-                    "response_body": cap_text(result.response_body),
-                    "error_message": cap_text(result.error_message),
-                    "latency_ms": result.latency_ms,
-                    "gone": result.gone,
+                    "outcome": f.result.outcome,
+                    "response_status": f.result.response_status,
+                    "response_body": cap_text(f.result.response_body),
+                    "error_message": cap_text(f.result.error_message),
+                    "latency_ms": f.result.latency_ms,
+                    "gone": f.result.gone,
                 }
                 for f in batch
-                for job, result in ((f.job, f.result),)
             ]
         ),
     }

@@ -87,8 +87,8 @@ class DeliveryWorker:
         # stops claims.
         self._turn = gevent.lock.Semaphore()
         self._backlog = False  # the last claim came back full: more is due
-        self._flusher_stop = False
-        self._flush_now = gevent.event.Event()  # stopping: cut a gathering wait short
+        # Stopping: the flusher writes what is left, without waiting to gather more.
+        self._flusher_stop = gevent.event.Event()
         self._flusher: gevent.Greenlet | None = None
         self._claim_min = max(1, min(CLAIM_BATCH, config.WORKER_MAX_CONCURRENCY) // 2)
         self._secrets: dict[tuple[str, str], str] = {}  # (ciphertext, aad) -> plaintext
@@ -269,8 +269,7 @@ class DeliveryWorker:
                 self._hand_over(queue.released(job, reason))
         self.in_flight.clear()
         # Every result handed over is written (or has failed to be) before we return.
-        self._flusher_stop = True
-        self._flush_now.set()
+        self._flusher_stop.set()
         self._done_ready.set()
         if self._flusher is not None:
             self._flusher.join()
@@ -422,14 +421,14 @@ class DeliveryWorker:
         last, started = 0, 0.0
         while True:
             if not self._done:
-                if self._flusher_stop:
+                if self._flusher_stop.is_set():
                     return
                 self._done_ready.wait()
                 self._done_ready.clear()
                 continue
             left = started + FLUSH_GATHER - time.monotonic()
-            if last >= FLUSH_GATHER_FROM and left > 0 and not self._flusher_stop:
-                self._flush_now.wait(timeout=left)
+            if last >= FLUSH_GATHER_FROM and left > 0:
+                self._flusher_stop.wait(timeout=left)  # set: stop gathering at once
             batch = self._take_done()
             last, started = len(batch), time.monotonic()
             try:
