@@ -57,6 +57,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class TCPServer:
+    """A TCP listener on 127.0.0.1 whose thread hands each connection it accepts to
+    `handle(conn)`, on a thread of its own.
+
+    close() wakes the accept before it closes the socket. A thread left blocked in accept()
+    on a closed socket is not done with it: when its call is interrupted and restarted (the
+    process stopped and continued, for one), the kernel restarts it on the same descriptor
+    *number*, which by then may be a later test's listener. Such a thread took a later test's
+    delivery and drip-fed it an earlier test's answer."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            self.connections += 1
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # the blocked accept() returns EINVAL
+        except OSError:
+            pass
+        self.sock.close()
+        self._thread.join(5)
+
+
 class Sink:
     """A real HTTP server on 127.0.0.1 that records each request.
 

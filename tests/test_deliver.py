@@ -14,14 +14,13 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from gethookd import crypto
 from gethookd.deliver import RESPONSE_BODY_LIMIT, Request, build_headers, cap_text
-from helpers import Sink, free_port
+from helpers import Sink, TCPServer, free_port, wait_for
 
 # Reads a JSON list of request specs on stdin, sends them all at once from a gevent pool,
 # prints one JSON outcome per spec. "outer_timeout" wraps a send in a foreign Timeout.
@@ -99,26 +98,16 @@ def read_request(conn: socket.socket, data: bytes) -> bytes | None:
     return body[length:]
 
 
-class RawServer:
+class RawServer(TCPServer):
     """A TCP server on 127.0.0.1 that reads one request per connection and then runs
     `answer(conn)`, for answers no well-behaved HTTP server gives."""
 
     def __init__(self, answer) -> None:
         self.answer = answer
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.closed = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
+        self.url = f"http://127.0.0.1:{self.port}"
 
-    def _serve(self) -> None:
-        while not self.closed.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         with conn:
             if read_request(conn, b"") is None:
                 return
@@ -127,9 +116,19 @@ class RawServer:
             except OSError:
                 pass  # the client hung up: that is the point of most of these
 
-    def close(self) -> None:
-        self.closed.set()
-        self.sock.close()
+
+def test_a_closed_server_takes_no_more_connections():
+    # Closed while its thread waits in accept(): the thread ends and the port is free, so no
+    # accept() restarted later can take a connection meant for another test's listener.
+    server = RawServer(lambda conn: conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n"))
+    with socket.create_connection(("127.0.0.1", server.port)) as conn:
+        conn.sendall(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        assert conn.recv(100).startswith(b"HTTP/1.1 204")
+    wait_for(lambda: server.connections == 1, what="the connection counted")
+    server.close()
+    assert not server._thread.is_alive()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
 
 
 def drip(prefix: bytes, then: bytes, every: float = 0.1, for_seconds: float = 10.0):
@@ -422,27 +421,16 @@ print(json.dumps(outcomes))
 """
 
 
-class KeepAliveServer:
+class KeepAliveServer(TCPServer):
     """Answers every request on a connection until the client leaves; counts connections."""
 
     def __init__(self, answer: bytes, hang_up: bool = False) -> None:
         self.answer = answer
         self.hang_up = hang_up  # close each connection after its answer, unannounced
-        self.connections = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         with conn:
             data = b""
             while True:
@@ -452,9 +440,6 @@ class KeepAliveServer:
                 conn.sendall(self.answer)
                 if self.hang_up or b"connection: close" in self.answer.lower():
                     return
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.mark.parametrize(
