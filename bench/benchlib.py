@@ -8,6 +8,7 @@ embedded PostgreSQL in a temporary directory, as `gethookd run` would.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +32,50 @@ def code_version() -> str:
     except Exception:
         rev = "?"
     return f"{root} ({rev})"
+
+
+HERE = Path(__file__).resolve().parent
+
+# The naive baseline's table (bench/naive_app.py), in the scratch database it is served from.
+NAIVE_TABLE = (
+    "CREATE TABLE naive_events (id bigserial PRIMARY KEY, token text NOT NULL,"
+    " headers jsonb NOT NULL, body bytea NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gunicorn(app: str, port: int, *worker_args: str) -> list[str]:
+    """The command serving one of bench/naive_app.py's apps on 127.0.0.1:port."""
+    return [
+        *(sys.executable, "-m", "gunicorn", *worker_args),
+        *("-b", f"127.0.0.1:{port}", "--chdir", str(HERE), "--log-level", "warning", app),
+    ]
+
+
+def naive_command(port: int) -> list[str]:
+    """The naive ingest app in the shape the issue names: 2 gthread workers x 4 threads."""
+    return gunicorn("naive_app:app", port, "-k", "gthread", "-w", "2", "--threads", "4")
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    """Until url answers at all; exits with the log's tail if the server dies or is slow."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{url}: server exited:\n{log.read_text()[-3000:]}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer within {timeout}s")
 
 
 def start_api(env: dict[str, str], log_path: Path, timeout: float = 120) -> subprocess.Popen:

@@ -12,6 +12,12 @@ the moment the sender sent it to the moment the receiver got it), lost and dupli
 With --instances 2, two gethookd instances (separate ports and data directories, one
 DATABASE_URL) share the work: the sender alternates between their ingest URLs, and the
 receiver counts every event once (duplicates are reported).
+
+Baselines, each rate offered again right after, same sender, same server, same run (off
+with --no-baselines): the naive ingest app of bench/ingest.py (one INSERT + COMMIT a
+request, 2 gthread workers x 4 threads; nothing routed, queued or delivered), whose answer
+is a part of gethookd's path done the simplest way; and the sender to the receiver alone,
+no gateway: the floor the machine and the benchmark's own processes set.
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +38,7 @@ from urllib.parse import urlsplit
 import hoststall
 import requests
 
-from benchlib import Postgres, code_version
+from benchlib import NAIVE_TABLE, Postgres, code_version, free_port, naive_command, wait_http
 
 HERE = Path(__file__).resolve().parent
 
@@ -73,6 +78,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--drain-seconds", type=float, default=60, help="wait this long for stragglers (60)"
     )
     parser.add_argument(
+        "--baselines",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="offer each rate again to the naive ingest app and to the receiver alone (on)",
+    )
+    parser.add_argument(
         "--trace-dir",
         metavar="DIR",
         help="write each ingest answer's time and latency to DIR/ingest-<rate>.txt (to line "
@@ -85,12 +96,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.rate_list or min(args.rate_list) <= 0 or args.instances < 1:
         parser.error("--rates must be positive numbers and --instances at least 1")
     return args
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def gethookd_command() -> list[str]:
@@ -118,6 +123,27 @@ class Run:
         if not port:
             raise SystemExit("the receiver did not start")
         return f"http://127.0.0.1:{port}"
+
+    def naive(self, db_url: str) -> str:
+        """The naive ingest app on its own table in db_url; its ingest URL."""
+        import psycopg2
+
+        with psycopg2.connect(db_url) as conn, conn.cursor() as cur:
+            cur.execute(NAIVE_TABLE)
+        conn.close()
+        port = free_port()
+        log = self.tmp / "naive.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                naive_command(port),
+                env={**os.environ, "NAIVE_DATABASE_URL": db_url},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.procs.append(proc)
+        wait_http(f"http://127.0.0.1:{port}/", proc, log)
+        return f"http://127.0.0.1:{port}/ingest/baseline"
 
     def gateways(self, db_url: str) -> list[str]:
         from gethookd.crypto import new_encryption_key
@@ -218,30 +244,29 @@ def setup_pipeline(api: str, receiver: str) -> str:
     return urlsplit(source["ingest_url"]).path
 
 
-def one_rate(args, rate: float, ingest_urls: list[str], receiver: str) -> dict:
-    requests.post(receiver + "/reset", timeout=5)
+def offer(rate: float, seconds: float, urls: list[str], trace: Path | None = None) -> dict:
+    """bench/loadgen.py's summary of `rate` requests a second to urls for `seconds`."""
     load = subprocess.run(
         [
             sys.executable,
             str(HERE / "loadgen.py"),
-            "--rate",
-            str(rate),
-            "--seconds",
-            str(args.seconds),
-            *(
-                ["--trace", str(Path(args.trace_dir) / f"ingest-{rate:g}.txt")]
-                if args.trace_dir
-                else []
-            ),
-            *ingest_urls,
+            *("--rate", str(rate), "--seconds", str(seconds)),
+            *(["--trace", str(trace)] if trace else []),
+            *urls,
         ],
         capture_output=True,
         text=True,
-        timeout=args.seconds + 120,
+        timeout=seconds + 120,
     )
     if load.returncode != 0:
         raise SystemExit(f"the sender failed: {load.stderr[-2000:]}")
-    sent = json.loads(load.stdout.strip().splitlines()[-1])
+    return json.loads(load.stdout.strip().splitlines()[-1])
+
+
+def one_rate(args, rate: float, ingest_urls: list[str], receiver: str) -> dict:
+    requests.post(receiver + "/reset", timeout=5)
+    trace = Path(args.trace_dir) / f"ingest-{rate:g}.txt" if args.trace_dir else None
+    sent = offer(rate, args.seconds, ingest_urls, trace)
     accepted = sum(n for status, n in sent["statuses"].items() if status.startswith("2"))
     deadline = time.monotonic() + args.drain_seconds
     while True:
@@ -263,6 +288,21 @@ def one_rate(args, rate: float, ingest_urls: list[str], receiver: str) -> dict:
     }
 
 
+def baselines(rate: float, seconds: float, naive: str, receiver: str) -> str:
+    """The same rate, right after, to the naive ingest app and to the receiver alone."""
+    parts = []
+    for name, url in (
+        ("naive ingest answer (one INSERT + COMMIT a request, nothing delivered)", naive),
+        ("the sender to the receiver alone", receiver + "/hook"),
+    ):
+        sent = offer(rate, seconds, [url])
+        lat = sent["ingest_latency_ms"]
+        good = sum(n for status, n in sent["statuses"].items() if status.startswith("2"))
+        failed = f", {sent['sent'] - good} not 2xx" if good != sent["sent"] else ""
+        parts.append(f"{name} p50 {lat['p50']} ms p99 {lat['p99']} ms{failed}")
+    return "  same rate, same run: " + "; ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     run = Run(args)
@@ -273,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         apis = run.gateways(db_url)
         path = setup_pipeline(apis[0], receiver)
         ingest_urls = [api + path for api in apis]
+        naive = run.naive(db_url) if args.baselines else None
         print(f"code: {code_version()}", flush=True)  # what `gethookd run` imports too
         print(
             f"{args.instances} gethookd instance(s), WORKER_MAX_CONCURRENCY={args.concurrency}, "
@@ -281,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         # A short warm-up: connections, caches and pools are not what this measures.
         one_rate(args, 50, ingest_urls, receiver)
+        if naive:
+            offer(50, 3, [naive])
         if args.host_probe > 0:
             # A p99 on a shared VM can measure the host: say what it was doing.
             print(hoststall.probe(args.host_probe).summary(), flush=True)
@@ -300,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             if result["sent"]["errors"]:
                 print(f"  sender errors: {result['sent']['errors']}", flush=True)
+            if naive:
+                print(baselines(rate, args.seconds, naive, receiver), flush=True)
     finally:
         run.stop()
     lost = sum(r["lost"] for r in results)

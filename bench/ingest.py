@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import Postgres
+from benchlib import NAIVE_TABLE, Postgres, free_port, gunicorn, naive_command, wait_http
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -78,29 +78,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--log-level", default="info", help="gethookd LOG_LEVEL (info)")
     return parser.parse_args(argv)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{url}: server exited:\n{log.read_text()[-3000:]}")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {timeout}s")
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -162,11 +139,7 @@ class Run:
 
         url = self.pg.database()
         with psycopg2.connect(url) as conn, conn.cursor() as cur:
-            cur.execute(
-                "CREATE TABLE naive_events (id bigserial PRIMARY KEY, token text NOT NULL,"
-                " headers jsonb NOT NULL, body bytea NOT NULL,"
-                " created_at timestamptz NOT NULL DEFAULT now())"
-            )
+            cur.execute(NAIVE_TABLE)
         return url
 
     def spawn(self, argv: list[str], env: dict, name: str) -> tuple[subprocess.Popen, Path]:
@@ -250,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, "-c", boot, str(root), "run", "--role", "api"], api_env, "gethookd"
         )
         naive, naive_log = run.spawn(
-            gunicorn("naive_app:app", naive_port, "-k", "gthread", "-w", "2", "--threads", "4"),
+            naive_command(naive_port),
             {**os.environ, "NAIVE_DATABASE_URL": db_url},
             "naive",
         )
@@ -365,14 +338,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"total {time.monotonic() - started:.0f}s")
     return 0 if ok else 1
-
-
-def gunicorn(app: str, port: int, *worker_args: str) -> list[str]:
-    """The command serving one of bench/naive_app.py's apps on 127.0.0.1:port."""
-    return [
-        *(sys.executable, "-m", "gunicorn", *worker_args),
-        *("-b", f"127.0.0.1:{port}", "--chdir", str(HERE), "--log-level", "warning", app),
-    ]
 
 
 def _pair(row: tuple) -> tuple[int, int]:
