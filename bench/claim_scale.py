@@ -14,8 +14,11 @@ scratch database on --database-url) and stops it. For each backlog size (10 thou
   - "resumed": it is resumed (PATCH, timed), and its held deliveries released the way the
     delivery processes do it in the background, to the end (timed, with its longest step).
 
-Between cases the claimed rows are put back and the table vacuumed, so every case starts
-from the same queue. The figure that matters: the 1M-paused median against the 10k-active
+Each case has a database of its own, built first; then the claims are timed in --rounds
+rounds that take the cases in turn (the order reversed every other round), so that a
+change in the machine's load (it may be shared) touches every case alike. After each round
+of a case its claimed rows are put back and the tables vacuumed, so every round starts from
+the same queue. The figure that matters: the 1M-paused median against the 10k-active
 one (target: within 1.5x). The last line sets 1M paused against 10k paused: what the held
 rows cost apart from the size of the data (which costs a claim more at a million rows,
 paused or not: see bench/RESULTS.md).
@@ -81,11 +84,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("DATABASE_URL"),
         help="a PostgreSQL server (needs CREATEDB); default: an embedded one",
     )
-    parser.add_argument("--max-seconds", type=float, default=290)
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="rounds the claims are split into (5)"
+    )
+    parser.add_argument("--max-seconds", type=float, default=600)
     args = parser.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",")]
-    if (args.claims + WARMUP) * CLAIM > ACTIVE_ROWS:
-        parser.error(f"--claims at most {ACTIVE_ROWS // CLAIM - WARMUP}")
+    if args.rounds < 1 or args.claims < args.rounds:
+        parser.error("--rounds must be at least 1 and at most --claims")
+    if (-(-args.claims // args.rounds) + WARMUP) * CLAIM > ACTIVE_ROWS:
+        parser.error(f"--claims at most {ACTIVE_ROWS // CLAIM - WARMUP} a round")
     return args
 
 
@@ -95,9 +103,11 @@ class Bench:
         self.deadline = time.monotonic() + args.max_seconds
         self.tmp = Path(tempfile.mkdtemp(prefix="gethookd-claim-"))
         self.pg = Postgres(args.database_url, self.tmp, prefix="gethookd_claim_")
+        self.databases: list = []  # gethookd.db.Database pools, closed at stop
 
-    def size(self, n: int) -> dict[str, dict]:
-        """The two cases for a backlog of n; returns their figures."""
+    def queue(self, n: int) -> tuple:
+        """A new database with a backlog of n: (database, gateway, account, big), where
+        `big` is the destination holding all but ACTIVE_ROWS of it (and the oldest)."""
         from gethookd import config as config_mod
         from gethookd.crypto import new_encryption_key
         from gethookd.db import Database
@@ -105,6 +115,7 @@ class Bench:
 
         url = self.pg.database()
         database = Database(url, maxconn=2)
+        self.databases.append(database)
         env = {
             "DATABASE_URL": url,
             "ENCRYPTION_KEY": new_encryption_key(),
@@ -112,39 +123,59 @@ class Bench:
             # The receiver listens on loopback, which the SSRF guard refuses by default.
             "ALLOWED_DESTINATION_NETWORKS": "127.0.0.0/8",
         }
-        try:
-            gw = Gateway(config_mod.load(None, env), database)
-            account = gw.register("bench", None, None)["account"]["id"]
-            big = gw.create_destination(account, "big", "http://127.0.0.1:9/big")["id"]
-            small = gw.create_destination(account, "small", "http://127.0.0.1:9/small")["id"]
-            started = time.monotonic()
-            held = max(0, n - ACTIVE_ROWS)
-            with database.transaction() as cur:
-                # The ids the gateway itself gives events (time-ordered since migration
-                # 0011; random in a checkout from before it).
-                cur.raw.execute("SELECT to_regproc('gethookd_uuid7') IS NOT NULL AS ordered")
-                ordered = cur.raw.fetchone()["ordered"]
-                new_id = "gethookd_uuid7()" if ordered else "gen_random_uuid()"
-                cur.raw.execute(
-                    POPULATE.replace("{new_id}", new_id),
-                    {"n": n, "held": held, "big": big, "small": small, "account": account},
-                )
-            self.vacuum(database)
-            print(f"{n:>9,} queued in {time.monotonic() - started:.1f}s", flush=True)
-            results = {"active": self.claims(database)}
-            self.reset(database)
-            started = time.monotonic()
-            gw.update_destination(account, big, {"active": False})
-            pause_s = time.monotonic() - started
-            hold = self.background(lambda: self.hold_step(database))
-            first = self.timed_claim(database)  # before any vacuum: dead index entries
-            self.reset(database)
-            results["paused"] = self.claims(database)
-            results["paused"].update(pause_s=pause_s, first_ms=first, hold=hold)
-            results["resumed"] = self.resume(gw, database, account, big)
-            return results
-        finally:
-            database.close()
+        gw = Gateway(config_mod.load(None, env), database)
+        account = gw.register("bench", None, None)["account"]["id"]
+        big = gw.create_destination(account, "big", "http://127.0.0.1:9/big")["id"]
+        small = gw.create_destination(account, "small", "http://127.0.0.1:9/small")["id"]
+        started = time.monotonic()
+        held = max(0, n - ACTIVE_ROWS)
+        with database.transaction() as cur:
+            # The ids the gateway itself gives events (time-ordered since migration
+            # 0011; random in a checkout from before it).
+            cur.raw.execute("SELECT to_regproc('gethookd_uuid7') IS NOT NULL AS ordered")
+            ordered = cur.raw.fetchone()["ordered"]
+            new_id = "gethookd_uuid7()" if ordered else "gen_random_uuid()"
+            cur.raw.execute(
+                POPULATE.replace("{new_id}", new_id),
+                {"n": n, "held": held, "big": big, "small": small, "account": account},
+            )
+        self.vacuum(database)
+        print(f"{n:>9,} queued in {time.monotonic() - started:.1f}s", flush=True)
+        return database, gw, account, big
+
+    def cases(self, n: int) -> dict[str, dict]:
+        """The two queues of a backlog of n, ready to claim from: "active" as populated,
+        "paused" with `big` paused and its deliveries held (both steps timed)."""
+        cases = {"active": {"queue": self.queue(n)}}
+        database, gw, account, big = paused = self.queue(n)
+        started = time.monotonic()
+        gw.update_destination(account, big, {"active": False})
+        pause_s = time.monotonic() - started
+        hold = self.background(lambda: self.hold_step(database))
+        first = self.timed_claim(database)  # before any vacuum: dead index entries
+        self.reset(database)
+        cases["paused"] = {"queue": paused, "pause_s": pause_s, "first_ms": first, "hold": hold}
+        return cases
+
+    def rounds(self, figures: dict[int, dict[str, dict]]) -> None:
+        """The claims of every case, in rounds taking the cases in turn; each case's
+        median and p95 over all its rounds."""
+        order = [(n, case) for n, cases in figures.items() for case in cases]
+        times: dict[tuple, list[float]] = {key: [] for key in order}
+        args = self.args
+        for number in range(args.rounds):
+            per_round = args.claims // args.rounds + (number < args.claims % args.rounds)
+            for n, case in order if number % 2 == 0 else order[::-1]:
+                database = figures[n][case]["queue"][0]
+                times[(n, case)] += self.claims(database, per_round)
+                self.reset(database)
+            print(f"round {number + 1}/{args.rounds} of claims done", flush=True)
+        for (n, case), got in times.items():
+            got.sort()
+            figures[n][case].update(
+                median_ms=statistics.median(got),
+                p95_ms=got[min(len(got) - 1, int(round(0.95 * (len(got) - 1))))],
+            )
 
     def resume(self, gw, database, account, big) -> dict:
         """PATCH active=true, then the delivery processes' background release run to the
@@ -213,34 +244,40 @@ class Bench:
             raise SystemExit(f"a claim returned {len(jobs)} jobs, expected {CLAIM}")
         return took
 
-    def claims(self, database) -> dict:
+    def claims(self, database, count: int) -> list[float]:
+        """count claims timed one by one, after WARMUP untimed ones."""
         for _ in range(WARMUP):
             self.timed_claim(database)
         times = []
-        for _ in range(self.args.claims):
+        for _ in range(count):
             if time.monotonic() > self.deadline:
                 raise SystemExit("gave up: --max-seconds reached")
             times.append(self.timed_claim(database))
-        times.sort()
-        return {
-            "median_ms": statistics.median(times),
-            "p95_ms": times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))],
-        }
+        return times
 
     def stop(self) -> None:
+        for database in self.databases:
+            database.close()
         self.pg.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    print(f"code: {code_version()}; {os.cpu_count()} CPUs; {args.claims} claims of {CLAIM}")
+    print(
+        f"code: {code_version()}; {os.cpu_count()} CPUs; {args.claims} claims of {CLAIM} a"
+        f" case, in {args.rounds} rounds"
+    )
     bench = Bench(args)
     figures: dict[int, dict] = {}
     try:
         bench.pg.start()
         for n in args.sizes:
-            figures[n] = bench.size(n)
+            figures[n] = bench.cases(n)
+        bench.rounds(figures)
+        for cases in figures.values():
+            database, gw, account, big = cases["paused"]["queue"]
+            cases["resumed"] = bench.resume(gw, database, account, big)
     finally:
         bench.stop()
     print()
