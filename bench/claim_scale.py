@@ -151,8 +151,10 @@ class Bench:
         started = time.monotonic()
         gw.update_destination(account, big, {"active": False})
         pause_s = time.monotonic() - started
-        hold = self.background(lambda: self.hold_step(database))
-        first = self.timed_claim(database)  # before any vacuum: dead index entries
+        step, vacuums = self.hold_steps(database)
+        hold = self.background(step)
+        hold["vacuums"] = vacuums
+        first = self.timed_claim(database)  # before the benchmark's own vacuum
         self.reset(database)
         cases["paused"] = {"queue": paused, "pause_s": pause_s, "first_ms": first, "hold": hold}
         return cases
@@ -188,12 +190,25 @@ class Bench:
         return {"resume_s": resume_s, **self.background(lambda: queue.release_held(database))}
 
     @staticmethod
-    def hold_step(database):
-        """One step of the background hold after a pause (since migration 0013; before it,
-        the PATCH held everything and there is no step: None)."""
+    def hold_steps(database) -> tuple:
+        """The background hold after a pause as the delivery processes run it, a step per
+        call, and the seconds of each vacuum of deliveries it ran (queue.Hold; hold_waiting
+        alone before it; before migration 0013 the PATCH held everything: no step, None)."""
         from gethookd import queue
 
-        return queue.hold_waiting(database) if hasattr(queue, "hold_waiting") else None
+        vacuums: list[float] = []
+        if not hasattr(queue, "Hold"):
+            old = getattr(queue, "hold_waiting", lambda database: None)
+            return (lambda: old(database)), vacuums
+        hold = queue.Hold()
+
+        def step():
+            moved = hold.step(database)
+            if hold.vacuumed:
+                vacuums.append(hold.vacuumed[1])
+            return moved
+
+        return step, vacuums
 
     @staticmethod
     def background(step) -> dict:
@@ -292,8 +307,9 @@ def main(argv: list[str] | None = None) -> int:
                 note = (
                     f"{n - ACTIVE_ROWS:,} paused; PATCH active=false took {f['pause_s']:.2f}s, "
                     f"the background hold {h['seconds']:.2f}s ({h['moved']:,} held in "
-                    f"{h['chunks']} statements, the longest {h['chunk_max_ms']:.0f} ms); "
-                    f"first claim after it {f['first_ms']:.1f} ms"
+                    f"{h['chunks']} steps, the longest {h['chunk_max_ms']:.0f} ms; "
+                    f"{len(h['vacuums'])} vacuums of deliveries in them, "
+                    f"{sum(h['vacuums']):.1f}s); first claim after it {f['first_ms']:.1f} ms"
                 )
             print(f"{n:>10,} {case:<8} {f['median_ms']:>10.2f} {f['p95_ms']:>8.2f}  {note}")
     print()

@@ -51,6 +51,14 @@ def sql_rows(db_url: str, query: str, params: Any = None) -> list[tuple]:
         conn.close()
 
 
+def vacuums_of_deliveries(db_url: str) -> int:
+    """How many times the deliveries table was vacuumed by hand (not by autovacuum)."""
+    [(count,)] = sql_rows(
+        db_url, "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'deliveries'"
+    )
+    return count
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

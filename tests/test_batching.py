@@ -7,11 +7,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from gethookd import queue
-from gethookd.db import Database
+from gethookd.db import QUERIES, Database, connect
 from gethookd.deliver import Outcome
 from gethookd.service import Gateway
 from gethookd.services.events import as_now
-from helpers import EVENTS_NOW, wait_for
+from helpers import EVENTS_NOW, vacuums_of_deliveries, wait_for
 
 LEASE = 60
 OK = Outcome("success", 200, "ok", None, 3)
@@ -277,6 +277,76 @@ def test_processes_holding_at_once_hold_each_delivery_once(gw, database):
     assert at_once(lambda: queue.hold_waiting(database, chunk=25)) == 600
     left = sql(database, "SELECT status, count(*) AS n FROM deliveries GROUP BY 1")
     assert {r["status"]: r["n"] for r in left} == {"held": 600}
+
+
+def due_scan_buffers(database: Database) -> int:
+    """Shared buffers a claim of 50 reads in its scan of the due index (EXPLAIN ANALYZE runs
+    the claim; rolled back)."""
+    conn = connect(database.dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + QUERIES["claim_deliveries"],
+                queue.claim_params(50, LEASE),
+            )
+            [[plan]] = cur.fetchall()
+        conn.rollback()
+    finally:
+        conn.close()
+    nodes, scans = [plan[0]["Plan"]], []
+    while nodes:
+        node = nodes.pop()
+        nodes.extend(node.get("Plans", []))
+        if node.get("Index Name") == "deliveries_due":
+            scans.append(node["Shared Hit Blocks"] + node["Shared Read Blocks"])
+    assert len(scans) == 1, scans
+    return scans[0]
+
+
+def test_a_vacuum_after_a_large_hold_takes_its_dead_entries_out_of_the_claims_path(gw, database):
+    setup = Setup(gw, destinations=2)
+    paused, active = setup.dests
+    # Left to this test to vacuum: autovacuum would do it too, at a moment of its choosing.
+    sql(database, "ALTER TABLE deliveries SET (autovacuum_enabled = false)")
+    # 30,000 waiting for the destination about to be paused (the oldest), 100 for the other.
+    sql(
+        database,
+        """
+        WITH ev AS (
+            INSERT INTO events (account_id, direction, body, status)
+            SELECT %(a)s, 'inbound', 'x', 'queued' FROM generate_series(1, 30100)
+            RETURNING id
+        )
+        INSERT INTO deliveries (event_id, destination_id, account_id, max_attempts,
+                                next_attempt_at)
+        SELECT id, CASE WHEN n <= 30000 THEN %(p)s::uuid ELSE %(q)s::uuid END, %(a)s, 3,
+               now() - interval '1 hour' + n * interval '1 ms'
+        FROM (SELECT id, row_number() OVER () AS n FROM ev) s
+        """,
+        {"a": setup.account, "p": paused, "q": active},
+    )
+    sql(database, "ANALYZE deliveries")
+    setup.pause(0)  # the background hold, to its end
+    held = sql(database, "SELECT count(*) AS n FROM deliveries WHERE status = 'held'")
+    assert held == [{"n": 30000}]
+    due_scan_buffers(database)  # the first claim marks the dead entries it meets as dead
+    before, count = due_scan_buffers(database), vacuums_of_deliveries(database.dsn)
+    queue.vacuum_deliveries(database)
+    after = due_scan_buffers(database)
+    assert vacuums_of_deliveries(database.dsn) == count + 1
+    # Before, every claim read the pages of the dead entries (30,000 of them: ~80 pages)
+    # to reach the due ones; after, only the pages of what it claims.
+    assert before > 50 and after < 10, (before, after)
+    jobs = queue.claim(database, 50, LEASE)
+    assert len(jobs) == 50 and {j.destination_id for j in jobs} == {str(active)}
+
+
+def test_a_hold_vacuums_once_it_has_held_many(monkeypatch):
+    monkeypatch.setattr(queue, "HOLD_VACUUM_AFTER", 100)
+    assert not queue.vacuum_due(99, more=False)
+    assert queue.vacuum_due(100, more=False)  # the pass has ended
+    assert not queue.vacuum_due(999, more=True)  # a long pass: not after every chunk
+    assert queue.vacuum_due(1000, more=True)
 
 
 def test_a_destination_paused_again_before_its_release_stays_held(gw, database):

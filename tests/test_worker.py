@@ -21,7 +21,7 @@ from gethookd import queue
 from gethookd.db import Database
 from gethookd.deliver import RESPONSE_BODY_LIMIT, Outcome
 from gethookd.service import Gateway
-from helpers import Sink, free_port, wait_for
+from helpers import Sink, free_port, vacuums_of_deliveries, wait_for
 
 WORKER = r"""
 from gevent import monkey
@@ -508,3 +508,29 @@ def test_through_a_backlog_results_are_recorded_in_fewer_larger_batches(
     # The next batch's transaction starts FLUSH_GATHER after the last one's flush began,
     # whose transaction started a moment later: allow that moment.
     assert sorted(gaps)[len(gaps) // 2] >= FLUSH_GATHER * 0.9, (gaps, sizes)
+
+
+def test_a_pause_that_holds_many_deliveries_vacuums_them_out_of_the_claims_path(
+    gw, database, start_worker
+):
+    """A delivery process that has held HOLD_VACUUM_AFTER (100 here) vacuums the queue when
+    its pass ends, once, and says so (tests/test_batching.py shows what that spares a claim)."""
+    route = Route(gw, "http://127.0.0.1:9/never")
+    ids = route.ingest(150)
+    # Not due for an hour: no claim meets them, so the hold alone takes them out.
+    sql(database, "UPDATE deliveries SET next_attempt_at = now() + interval '1 hour'")
+    sql(database, "ALTER TABLE deliveries SET (autovacuum_enabled = false)")
+    count = vacuums_of_deliveries(database.dsn)
+    script = WORKER.replace("sys.exit(", "worker.queue.HOLD_VACUUM_AFTER = 100\nsys.exit(")
+    proc = start_worker(script=script)
+    gw.update_destination(route.account_id, route.destinations[0]["id"], {"active": False})
+
+    wait_for(
+        lambda: vacuums_of_deliveries(database.dsn) > count,
+        timeout=15,
+        what="a vacuum of deliveries after the hold",
+    )
+    held = sql(database, "SELECT status, count(*) AS n FROM deliveries GROUP BY 1")
+    assert held == [{"status": "held", "n": len(ids)}]
+    assert "vacuumed deliveries after 150 were held" in proc.log()
+    assert proc.log().count("vacuumed deliveries") == 1

@@ -87,6 +87,7 @@ class DeliveryWorker:
         # stops claims.
         self._turn = gevent.lock.Semaphore()
         self._backlog = False  # the last claim came back full: more is due
+        self.hold = queue.Hold()  # the background hold, with its vacuums
         # Stopping: the flusher writes what is left, without waiting to gather more.
         self._flusher_stop = gevent.event.Event()
         self._flusher: gevent.Greenlet | None = None
@@ -202,8 +203,14 @@ class DeliveryWorker:
             reported = time.monotonic()
             try:
                 while not self.stopping:
-                    hold = self._db_call(lambda: queue.hold_waiting(self.db))
+                    hold = self._db_call(lambda: self.hold.step(self.db))
                     held.update(hold.counts)
+                    if self.hold.vacuumed:
+                        log.info(
+                            "vacuumed deliveries after %d were held, so that claims skip them:"
+                            " %.1fs",
+                            *self.hold.vacuumed,
+                        )
                     step = self._db_call(lambda: queue.release_held(self.db))
                     released.update(step.counts)
                     if step.total:

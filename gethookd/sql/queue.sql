@@ -472,6 +472,13 @@ SELECT c.id AS destination_id, c.held, c.held = %(chunk)s AS more,
        (SELECT count(*) FROM held) AS total
 FROM counted c;
 
+-- name: vacuum_deliveries
+-- The dead index entries a large hold leaves in the claim's path, removed (see
+-- queue.vacuum_deliveries). SKIP_LOCKED: a vacuum of the table already running (autovacuum,
+-- another delivery process) is left to finish it. INDEX_CLEANUP ON: the entries are the point,
+-- even where the table's dead rows are too few for a vacuum to clean its indexes by default.
+VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) deliveries;
+
 -- name: release_held_chunks
 -- Destinations that accept deliveries again (releasing_since, migration 0010): up to
 -- %(chunk)s of each one's held deliveries are pending again, oldest first, keeping their
