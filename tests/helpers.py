@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import json
 import os
 import shutil
 import signal
@@ -49,6 +50,27 @@ def sql_rows(db_url: str, query: str, params: Any = None) -> list[tuple]:
             return cur.fetchall() if cur.description else []
     finally:
         conn.close()
+
+
+def claim_plan(db_url: str, limit: int, lease_seconds: float = 60) -> dict:
+    """The top node of one claim's plan as EXPLAIN (ANALYZE, BUFFERS) ran it, rolled back
+    after: what a claim of `limit` reads, with nothing claimed."""
+    from gethookd import queue
+    from gethookd.db import QUERIES
+
+    conn = psycopg2.connect(db_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + QUERIES["claim_deliveries"],
+                queue.claim_params(limit, lease_seconds),
+            )
+            [[plan]] = cur.fetchall()
+        conn.rollback()
+    finally:
+        conn.close()
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+    return plan[0]["Plan"]
 
 
 def vacuums_of_deliveries(db_url: str) -> int:

@@ -7,11 +7,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from gethookd import queue
-from gethookd.db import QUERIES, Database, connect
+from gethookd.db import Database
 from gethookd.deliver import Outcome
 from gethookd.service import Gateway
 from gethookd.services.events import as_now
-from helpers import EVENTS_NOW, vacuums_of_deliveries, wait_for
+from helpers import EVENTS_NOW, claim_plan, vacuums_of_deliveries, wait_for
 
 LEASE = 60
 OK = Outcome("success", 200, "ok", None, 3)
@@ -282,18 +282,7 @@ def test_processes_holding_at_once_hold_each_delivery_once(gw, database):
 def due_scan_buffers(database: Database) -> int:
     """Shared buffers a claim of 50 reads in its scan of the due index (EXPLAIN ANALYZE runs
     the claim; rolled back)."""
-    conn = connect(database.dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + QUERIES["claim_deliveries"],
-                queue.claim_params(50, LEASE),
-            )
-            [[plan]] = cur.fetchall()
-        conn.rollback()
-    finally:
-        conn.close()
-    nodes, scans = [plan[0]["Plan"]], []
+    nodes, scans = [claim_plan(database.dsn, 50, LEASE)], []
     while nodes:
         node = nodes.pop()
         nodes.extend(node.get("Plans", []))

@@ -19,7 +19,7 @@ from gethookd.db import QUERIES, Database
 from gethookd.deliver import RESPONSE_BODY_LIMIT, Outcome
 from gethookd.service import Gateway
 from gethookd.services.events import as_now
-from helpers import EVENTS_NOW, wait_for
+from helpers import EVENTS_NOW, claim_plan, wait_for
 
 LEASE = 60.0
 OK = Outcome("success", 200, "ok", None, 5)
@@ -677,21 +677,7 @@ def test_workers_claiming_and_finishing_at_once_keep_every_event_consistent(gw, 
 
 def _claim_buffers(database: Database, limit: int) -> int:
     """Shared buffers one claim touches (EXPLAIN ANALYZE runs it; rolled back after)."""
-    from gethookd.db import QUERIES, connect
-
-    conn = connect(database.dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + QUERIES["claim_deliveries"],
-                queue.claim_params(limit, LEASE),
-            )
-            [[plan]] = cur.fetchall()
-        conn.rollback()
-    finally:
-        conn.close()
-    plan = plan if isinstance(plan, list) else json.loads(plan)
-    top = plan[0]["Plan"]
+    top = claim_plan(database.dsn, limit, LEASE)
     return top["Shared Hit Blocks"] + top["Shared Read Blocks"]
 
 
