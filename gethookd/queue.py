@@ -422,10 +422,12 @@ class Hold:
         moved = hold_waiting(db)
         self.since_vacuum += moved.total
         if vacuum_due(self.since_vacuum, moved.more):
+            # Counted as done before it runs: one that fails (a statement_timeout, say) is
+            # reported by the caller once, not tried again at every step.
+            held, self.since_vacuum = self.since_vacuum, 0
             started = time.monotonic()
             vacuum_deliveries(db)
-            self.vacuumed = (self.since_vacuum, time.monotonic() - started)
-            self.since_vacuum = 0
+            self.vacuumed = (held, time.monotonic() - started)
         return moved
 
 
